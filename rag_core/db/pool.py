@@ -1,0 +1,88 @@
+"""The application's connection pool and tenant-scoped sessions.
+
+Every data access of the application goes through ``Database.tenant_session``: one
+transaction in which ``app.tenant_id`` is set with ``set_config(..., true)`` (transaction-
+local, so a pooled connection never carries a tenant into its next use), on a role that
+the pool has verified cannot bypass row-level security.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg_pool import ConnectionPool
+
+from rag_core.errors import DatabaseUnavailableError, UnsafeDatabaseRoleError
+from rag_core.tenancy import TenantId, parse_tenant_id
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+_ROLE_CHECK = """
+SELECT r.rolname, r.rolsuper, r.rolbypassrls,
+       (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'rag' AND c.relowner = r.oid) AS owned_relations
+  FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+def check_application_role(conn: Connection) -> str:
+    """Raise ``UnsafeDatabaseRoleError`` unless the connected role is subject to RLS."""
+    row = conn.execute(_ROLE_CHECK).fetchone()
+    if row is None:
+        raise UnsafeDatabaseRoleError("?", "current_user not found in pg_roles")
+    role, is_super, bypasses, owned = row
+    if is_super:
+        raise UnsafeDatabaseRoleError(role, "it is a superuser (superusers bypass RLS)")
+    if bypasses:
+        raise UnsafeDatabaseRoleError(role, "it has BYPASSRLS")
+    if owned:
+        raise UnsafeDatabaseRoleError(role, f"it owns {owned} relation(s) in schema rag")
+    return str(role)
+
+
+class Database:
+    """A pool of application-role connections."""
+
+    def __init__(self, app_url: str, *, min_size: int = 1, max_size: int = 10,
+                 statement_timeout_ms: int = 30_000, connect_timeout_s: float = 5.0) -> None:
+        self._kwargs: dict[str, Any] = {
+            "connect_timeout": max(1, round(connect_timeout_s)),
+            "options": f"-c statement_timeout={statement_timeout_ms}",
+        }
+        try:
+            with psycopg.connect(app_url, **self._kwargs) as probe:
+                self.role = check_application_role(probe)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError("(application role)", str(exc).strip()) from exc
+        self.pool: ConnectionPool[Connection] = ConnectionPool(
+            app_url, min_size=min_size, max_size=max_size, kwargs=self._kwargs,
+            configure=register_vector, check=ConnectionPool.check_connection,
+            open=False, name="rag-app")
+        self.pool.open(wait=True, timeout=connect_timeout_s + 5)
+
+    @contextlib.contextmanager
+    def tenant_session(self, tenant_id: TenantId | str) -> Iterator[Connection]:
+        """A transaction scoped to ``tenant_id``; commits on success, rolls back on error."""
+        tenant = parse_tenant_id(tenant_id)  # NewType is not checked at run time: re-check
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+            yield conn
+
+    @contextlib.contextmanager
+    def unscoped_session(self) -> Iterator[Connection]:
+        """A transaction with no tenant set: RLS shows no tenant rows (used by probes)."""
+        with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
