@@ -21,7 +21,8 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     """All configuration of the platform. Construct directly in tests; use ``get_settings``."""
 
-    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", frozen=True,
+                                      populate_by_name=True)
 
     state_dir: Path = Field(default=Path(".rag"), description="embedded servers, models, spools")
 
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RAG_DATABASE_URL", "DATABASE_URL"),
         description="admin/migration connection; unset = embedded server",
     )
+    embedded_database: str = Field(default="rag", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     app_database_url: str | None = Field(
         default=None, description="the application role's connection (no RLS bypass)"
     )

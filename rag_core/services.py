@@ -16,7 +16,7 @@ from psycopg import sql
 
 from rag_core.config import Settings
 from rag_core.db import migrations
-from rag_core.db.connection import EMBEDDED_DATABASE, DatabaseTargets, resolve_targets
+from rag_core.db.connection import DatabaseTargets, resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import Database
 from rag_core.redis_embedded import EmbeddedRedis
@@ -32,7 +32,7 @@ def start_services(settings: Settings) -> None:
     """Start whichever embedded servers the settings call for (idempotent)."""
     if settings.uses_embedded_postgres:
         EmbeddedPostgres(settings.state_dir).start()
-        ensure_embedded_database(settings.state_dir, EMBEDDED_DATABASE)
+        ensure_embedded_database(settings.state_dir, settings.embedded_database)
     if settings.uses_embedded_redis:
         EmbeddedRedis(settings.state_dir).start()
 
@@ -84,9 +84,13 @@ def set_app_role_password(conn: psycopg.Connection[tuple[object, ...]],
                                [targets.app_role]).fetchone()
     if role_exists is None:
         return  # migrations not applied yet
-    # ALTER ROLE takes no bind parameters: the password goes in as a quoted literal.
-    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-        sql.Identifier(targets.app_role), sql.Literal(targets.app_password)))
+    # ALTER ROLE takes no bind parameters: the password goes in as a quoted literal. The
+    # migration lock serialises concurrent runners (concurrent ALTER ROLEs on one role fail
+    # with "tuple concurrently updated").
+    with conn.transaction():
+        migrations.lock(conn)
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(targets.app_role), sql.Literal(targets.app_password)))
 
 
 def open_database(settings: Settings) -> Database:

@@ -18,7 +18,7 @@ from rag_core.db.connection import resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.doctor import run_doctor
 from rag_core.errors import ConfigurationError
-from rag_core.isolation_probe import run_isolation_probe
+from rag_core.isolation_probe import DEFAULT_SIZES, run_isolation_probe
 from rag_core.redis_embedded import EmbeddedRedis
 
 app = typer.Typer(help="Multi-tenant RAG data platform.", no_args_is_help=True,
@@ -116,7 +116,8 @@ def db_start(as_json: JsonFlag = False) -> None:
     """Start the embedded PostgreSQL (idempotent)."""
     server = _require_embedded()
     status = server.start()
-    services.ensure_embedded_database(get_settings().state_dir, "rag")
+    services.ensure_embedded_database(get_settings().state_dir,
+                                      get_settings().embedded_database)
     console.print(f"PostgreSQL running on 127.0.0.1:{status.port} (pid {status.pid})")
     if as_json:
         emit_json(status.as_dict())
@@ -215,12 +216,21 @@ def tenant_delete(tenant_id: str, as_json: JsonFlag = False) -> None:
 def isolation_probe(
     probes: Annotated[int, typer.Option(min=1, help="number of randomized probes")] = 10_000,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    tenant_sizes: Annotated[str, typer.Option(
+        help="vectors per probe tenant, comma-separated")] = ",".join(map(str, DEFAULT_SIZES)),
     as_json: JsonFlag = False,
 ) -> None:
     """Attack tenant isolation with randomized reads and writes; report leaks (must be 0)."""
+    try:
+        sizes = [int(part) for part in tenant_sizes.split(",")]
+    except ValueError as exc:
+        raise ConfigurationError("--tenant-sizes", tenant_sizes, "integers, comma-separated") \
+            from exc
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ConfigurationError("--tenant-sizes", tenant_sizes, "two or more sizes, each >= 1")
     settings = get_settings()
     with services.open_database(settings) as db:
-        report = run_isolation_probe(settings, db, probes, seed=seed)
+        report = run_isolation_probe(settings, db, probes, seed=seed, sizes=sizes)
     console.print(f"probes={report.probes} leaks={report.leaks} "
                   f"refused_writes={report.refused_writes}/{report.write_attempts} "
                   f"searches={report.searches} short_results={report.short_results} "

@@ -1,9 +1,9 @@
 """Where the databases are: the admin (migration) URL and the application role's URL.
 
 Embedded default: both point at the embedded server under the state folder, database
-``rag``. External: ``DATABASE_URL`` is the admin URL; the application URL is
-``RAG_APP_DATABASE_URL``, or the admin URL with the user swapped for ``RAG_APP_DB_ROLE``
-and ``RAG_APP_DB_PASSWORD`` (set by ``rag db upgrade``).
+``RAG_EMBEDDED_DATABASE`` (default ``rag``). External: ``DATABASE_URL`` is the admin URL;
+the application URL is ``RAG_APP_DATABASE_URL``, or the admin URL with the user swapped for
+``RAG_APP_DB_ROLE`` and ``RAG_APP_DB_PASSWORD`` (set by ``rag db upgrade``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rag_core.config import Settings
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.errors import ConfigurationError
-
-EMBEDDED_DATABASE = "rag"
 
 
 @dataclass(frozen=True)
@@ -46,9 +44,9 @@ def resolve_targets(settings: Settings) -> DatabaseTargets:
         server = EmbeddedPostgres(settings.state_dir)
         credentials = server.credentials()
         return DatabaseTargets(
-            admin_url=server.admin_url(EMBEDDED_DATABASE),
+            admin_url=server.admin_url(settings.embedded_database),
             app_url=server.url_for(settings.app_db_role, credentials.app_password,
-                                   EMBEDDED_DATABASE),
+                                   settings.embedded_database),
             app_role=settings.app_db_role,
             app_password=credentials.app_password,
             embedded=True,

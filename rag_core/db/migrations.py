@@ -78,6 +78,11 @@ def discover(directory: Path) -> list[Migration]:
     return migrations
 
 
+def lock(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Take the migration runner's transaction-scoped advisory lock."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+
+
 def _applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[int, str]:
     conn.execute(_LEDGER_DDL)
     rows = conn.execute("SELECT version, checksum FROM rag_meta.schema_migrations").fetchall()
@@ -122,7 +127,7 @@ def upgrade(conn: psycopg.Connection[tuple[object, ...]], directory: Path,
         if target is not None and migration.version > target:
             break
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+            lock(conn)
             applied = _applied(conn)
             verify_checksums(applied, migrations)
             if migration.version in applied:
@@ -146,7 +151,7 @@ def downgrade(conn: psycopg.Connection[tuple[object, ...]], directory: Path,
         if migration.version <= target:
             break
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+            lock(conn)
             applied = _applied(conn)
             verify_checksums(applied, migrations)
             if migration.version not in applied:

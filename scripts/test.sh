@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The README's second command (and CI's): set up if needed, then lint, type-check and run
+# the whole test suite against real embedded PostgreSQL and Redis that the suite starts.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+status=0
+.venv/bin/pytest -p no:cacheprovider "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests: failing" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,111 @@
+"""Session fixtures: real embedded PostgreSQL (pgvector) and real Redis, started by the suite.
+
+The suite runs its own servers under ``.rag/test`` (never the user's ``.rag`` data) and gives
+each test module that needs a clean schema its own database. Nothing here is mocked: the LLM
+is the only component ever faked, and only with a real HTTP server.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from rag_core import services
+from rag_core import tenants as tenant_admin
+from rag_core.config import Settings
+from rag_core.db.connection import resolve_targets
+from rag_core.db.embedded import EmbeddedPostgres
+from rag_core.db.pool import Database
+from rag_core.redis_embedded import EmbeddedRedis
+from rag_core.tenancy import TenantId
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_STATE_DIR = REPO_ROOT / ".rag" / "test"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for the test servers; explicit values beat the caller's environment."""
+    values: dict[str, Any] = {"state_dir": TEST_STATE_DIR, "database_url": None,
+                              "redis_url": None, "app_database_url": None}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(TEST_STATE_DIR)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(TEST_STATE_DIR)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def create_database(pg_server: EmbeddedPostgres) -> Callable[[str], Settings]:
+    """Factory: a new empty database on the test server; returns settings pointing at it."""
+
+    def factory(prefix: str = "t") -> Settings:
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        services.ensure_embedded_database(TEST_STATE_DIR, name)
+        return make_settings(embedded_database=name)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def settings(create_database: Callable[[str], Settings]) -> Settings:
+    """A migrated database shared by the session's read-mostly tests."""
+    migrated = create_database("rag")
+    services.upgrade_database(migrated)
+    return migrated
+
+
+@pytest.fixture(scope="session")
+def db(settings: Settings) -> Iterator[Database]:
+    database = services.open_database(settings)
+    yield database
+    database.close()
+
+
+@pytest.fixture()
+def admin_conn(settings: Settings) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    with psycopg.connect(resolve_targets(settings).admin_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture()
+def make_tenant(settings: Settings) -> Iterator[Callable[[], TenantId]]:
+    """Factory of fresh tenants, deleted after the test."""
+    created: list[TenantId] = []
+    url = resolve_targets(settings).admin_url
+
+    def factory() -> TenantId:
+        with psycopg.connect(url, autocommit=True) as conn:
+            tenant = tenant_admin.create_tenant(conn, display_name="test")
+        created.append(tenant)
+        return tenant
+
+    yield factory
+    with psycopg.connect(url, autocommit=True) as conn:
+        for tenant in created:
+            tenant_admin.delete_tenant(conn, tenant)
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url())
+    yield client
+    client.close()
