@@ -18,13 +18,12 @@ from rag_core.db import migrations
 from rag_core.db.connection import DatabaseTargets, redact_url, resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import check_application_role
+from rag_core.db.schema import TENANT_TABLES
 from rag_core.errors import RagCoreError
 from rag_core.redis_embedded import EmbeddedRedis
 
 MIN_POSTGRES = 15
 MIN_PGVECTOR = (0, 8, 0)
-TENANT_TABLES = ("tenants", "documents", "chunks", "chunk_embeddings", "ingestion_jobs",
-                 "audit_log")
 
 Status = Literal["ok", "fail", "info"]
 

@@ -27,6 +27,7 @@ from rag_core import tenants as tenant_admin
 from rag_core.config import Settings
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Connection, Database
+from rag_core.db.schema import TENANT_TABLES
 from rag_core.errors import CrossTenantLeakError, InvalidTenantIdError
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
 from rag_core.tenancy import TenantId, new_tenant_id, parse_tenant_id
@@ -34,8 +35,6 @@ from rag_core.tenancy import TenantId, new_tenant_id, parse_tenant_id
 PROBE_MODEL_KEY = "isolation-probe"
 DIMENSION = 384
 DEFAULT_SIZES = (10, 100, 1_000, 4_000, 12_000)
-TENANT_TABLES = ("tenants", "documents", "chunks", "chunk_embeddings", "ingestion_jobs",
-                 "audit_log")
 
 INJECTION_IDS = (
     "tn_' OR '1'='1", "tn_00000000000000000000000000000000' OR 1=1 --",

@@ -15,11 +15,10 @@ from rag_core import services
 from rag_core.config import Settings
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
+from rag_core.db.schema import TENANT_TABLES
 from rag_core.errors import InvalidTenantIdError, UnsafeDatabaseRoleError
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
 from rag_core.tenancy import TenantId
-
-TABLES = ("tenants", "documents", "chunks", "chunk_embeddings", "ingestion_jobs", "audit_log")
 
 
 def _seed(store: VectorStore, tenant: TenantId, n: int, seed: int) -> int:
@@ -31,8 +30,14 @@ def _seed(store: VectorStore, tenant: TenantId, n: int, seed: int) -> int:
 
 def _write_side_rows(db: Database, tenant: TenantId) -> None:
     with db.tenant_session(tenant) as conn:
-        conn.execute("INSERT INTO rag.ingestion_jobs (tenant_id, source_uri) VALUES (%s, 'x')",
-                     [tenant])
+        row = conn.execute("INSERT INTO rag.ingestion_jobs (tenant_id, source_uri) "
+                           "VALUES (%s, 'x') RETURNING job_id", [tenant]).fetchone()
+        assert row is not None
+        conn.execute("INSERT INTO rag.ingestion_items (job_id, item_no, tenant_id, source_uri, "
+                     "body, content_hash) VALUES (%s, 0, %s, 'x#1', 'text', '\\x00')",
+                     [row[0], tenant])
+        conn.execute("INSERT INTO rag.ingestion_errors (job_id, tenant_id, source, reason) "
+                     "VALUES (%s, %s, 'x', 'test')", [row[0], tenant])
         conn.execute("INSERT INTO rag.audit_log (tenant_id, request_id, kind) "
                      "VALUES (%s, gen_random_uuid(), 'query')", [tenant])
 
@@ -54,7 +59,7 @@ def test_each_tenant_sees_only_its_rows_in_every_table(
     a, b = two_tenants
     for tenant, chunk_count in ((a, 5), (b, 7)):
         with db.tenant_session(tenant) as conn:
-            for table in TABLES:
+            for table in TENANT_TABLES:
                 owners = {r[0] for r in conn.execute(f"SELECT tenant_id FROM rag.{table}")}  # noqa: S608
                 assert owners == {tenant}, table
             assert conn.execute("SELECT count(*) FROM rag.chunks").fetchone() == (chunk_count,)
@@ -62,7 +67,7 @@ def test_each_tenant_sees_only_its_rows_in_every_table(
 
 def test_unset_tenant_sees_nothing(db: Database, two_tenants: tuple[TenantId, TenantId]) -> None:
     with db.unscoped_session() as conn:
-        for table in TABLES:
+        for table in TENANT_TABLES:
             assert conn.execute(f"SELECT count(*) FROM rag.{table}").fetchone() == (0,), table  # noqa: S608
         conn.execute("SELECT set_config('app.tenant_id', '', true)")
         assert conn.execute("SELECT count(*) FROM rag.chunks").fetchone() == (0,)
