@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     hnsw_iterative_scan: Literal["relaxed_order", "strict_order"] = "relaxed_order"
     hnsw_max_scan_tuples: int = Field(default=20_000, ge=1)
 
+    # --- embeddings and ingestion -----------------------------------------------------------
+    embedding_backend: Literal["fastembed", "fastembed-int8", "sentence-transformers"] = \
+        "fastembed"
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    chunk_max_tokens: int = Field(default=256, ge=16, le=512)
+    chunk_overlap_tokens: int = Field(default=32, ge=0)
+    ingest_claim_batch: int = Field(default=32, ge=1, le=1000)
+    ingest_workers: int = Field(default=1, ge=1, le=64)
+
     # --- Redis ---------------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None,

@@ -7,6 +7,9 @@ is the only component ever faked, and only with a real HTTP server.
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,11 +25,25 @@ from rag_core.config import Settings
 from rag_core.db.connection import resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import Database
+from rag_core.embeddings.base import Embedder
+from rag_core.embeddings.registry import ensure_models, load_embedder
+from rag_core.ingestion.factory import store_from
 from rag_core.redis_embedded import EmbeddedRedis
+from rag_core.retrieval.vector_store import VectorStore
 from rag_core.tenancy import TenantId
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE_DIR = REPO_ROOT / ".rag" / "test"
+
+# The same offline, no-telemetry defaults as scripts/env.sh, for a bare `pytest` run too.
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(TEST_STATE_DIR / "prefect"),
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "GX_ANALYTICS_ENABLED": "false",
+    "RAGAS_DO_NOT_TRACK": "true",
+}.items():
+    os.environ.setdefault(_name, _value)
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -109,3 +126,32 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server.url())
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    ensure_models(TEST_STATE_DIR)
+    return load_embedder("fastembed", state_dir=TEST_STATE_DIR)
+
+
+@pytest.fixture()
+def store(db: Database, settings: Settings) -> VectorStore:
+    return store_from(settings, db)
+
+
+@pytest.fixture()
+def write_jsonl(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Write records (dicts, or raw bytes lines) to a .jsonl file in a fresh folder."""
+    counter = itertools.count()
+
+    def write(lines: list[dict[str, object] | bytes], name: str = "corpus.jsonl") -> Path:
+        folder = tmp_path / f"src{next(counter)}"
+        folder.mkdir()
+        path = folder / name
+        with path.open("wb") as handle:
+            for line in lines:
+                handle.write(line if isinstance(line, bytes) else json.dumps(line).encode())
+                handle.write(b"\n")
+        return path
+
+    yield write

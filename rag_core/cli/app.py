@@ -11,12 +11,14 @@ from rich.table import Table
 
 from rag_core import services
 from rag_core import tenants as tenant_admin
+from rag_core.cli import ingest_commands
 from rag_core.cli._output import console, emit_json, fail_cleanly
 from rag_core.config import get_settings
 from rag_core.db import migrations
 from rag_core.db.connection import resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.doctor import run_doctor
+from rag_core.embeddings.registry import ensure_models
 from rag_core.errors import ConfigurationError
 from rag_core.isolation_probe import DEFAULT_SIZES, run_isolation_probe
 from rag_core.redis_embedded import EmbeddedRedis
@@ -30,6 +32,7 @@ tenant_app = typer.Typer(help="Tenant administration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(services_app, name="services")
 app.add_typer(tenant_app, name="tenant")
+ingest_commands.register(app)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
 
@@ -56,11 +59,14 @@ def doctor(as_json: JsonFlag = False) -> None:
 @app.command()
 @fail_cleanly
 def setup(as_json: JsonFlag = False) -> None:
-    """Start embedded services (if no URLs are configured) and apply all migrations."""
+    """Start embedded services (if no URLs are configured), apply all migrations and export
+    the ONNX embedding model files (once)."""
     settings = get_settings()
     services.start_services(settings)
     result = services.upgrade_database(settings)
     console.print(f"database {result.database}: applied {result.applied or 'nothing new'}")
+    ensure_models(settings.state_dir)
+    console.print(f"embedding models ready under {settings.state_dir / 'models'}")
     if as_json:
         emit_json({"ok": True, "applied": result.applied, "database": result.database})
 

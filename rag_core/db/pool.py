@@ -72,6 +72,28 @@ class Database:
             conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
             yield conn
 
+    def acquire_tenant_transaction(self, tenant_id: TenantId | str) -> Connection:
+        """A pooled connection with a tenant transaction open, for work that spans threads
+        (claim on one thread, write and commit on another). Hand it back with ``release``."""
+        tenant = parse_tenant_id(tenant_id)
+        conn = self.pool.getconn()
+        try:
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+        except BaseException:
+            self.release(conn, commit=False)
+            raise
+        return conn
+
+    def release(self, conn: Connection, *, commit: bool) -> None:
+        """End the transaction of ``conn`` (commit or roll back) and return it to the pool."""
+        try:
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            self.pool.putconn(conn)
+
     @contextlib.contextmanager
     def unscoped_session(self) -> Iterator[Connection]:
         """A transaction with no tenant set: RLS shows no tenant rows (used by probes)."""

@@ -114,8 +114,6 @@ class VectorStore:
         """Store a document with its chunks and vectors in one tenant transaction."""
         tenant = parse_tenant_id(tenant_id)
         with self._db.tenant_session(tenant) as conn:
-            for chunk in chunks:
-                self._check_dimension(conn, chunk.embedding)
             row = conn.execute(
                 "INSERT INTO rag.documents (tenant_id, source_uri, content_hash, title, metadata)"
                 " VALUES (%s, %s, %s, %s, %s) RETURNING document_id",
@@ -137,6 +135,17 @@ class VectorStore:
             "%s::int[], %s::bytea[]) AS u(o, t, n, h) ORDER BY o RETURNING chunk_id",
             [tenant, document_id, list(range(len(chunks))), [c.text for c in chunks],
              [c.token_count for c in chunks], [c.content_hash for c in chunks]]).fetchall()]
+        self.insert_embeddings(conn, tenant, ids, [c.embedding for c in chunks])
+        return ids
+
+    def insert_embeddings(self, conn: Connection, tenant: TenantId, chunk_ids: Sequence[int],
+                          vectors: Sequence[npt.NDArray[np.float32]]) -> None:
+        """Store one vector per chunk for this store's model (binary COPY, then RLS-checked
+        INSERT)."""
+        if len(chunk_ids) != len(vectors):
+            raise ValueError(f"{len(chunk_ids)} chunk ids for {len(vectors)} vectors")
+        for vector in vectors:
+            self._check_dimension(conn, np.asarray(vector))
         # PostgreSQL refuses COPY FROM into a table with row-level security, so vectors are
         # copied (binary) into a session-local staging table that RLS does not cover, then
         # moved with INSERT ... SELECT, where the policies' WITH CHECK applies to every row.
@@ -145,14 +154,13 @@ class VectorStore:
             "COPY pg_temp.staging_chunk_embeddings (chunk_id, embedding) "
             "FROM STDIN WITH (FORMAT BINARY)") as copy:
             copy.set_types(["int8", "vector"])
-            for chunk_id, chunk in zip(ids, chunks, strict=True):
-                copy.write_row([chunk_id, Vector(chunk.embedding)])
+            for chunk_id, vector in zip(chunk_ids, vectors, strict=True):
+                copy.write_row([chunk_id, Vector(vector)])
         conn.execute(
             "INSERT INTO rag.chunk_embeddings (chunk_id, model_key, tenant_id, embedding) "
             "SELECT chunk_id, %s, %s, embedding FROM pg_temp.staging_chunk_embeddings",
             [self.model_key, tenant])
         conn.execute("TRUNCATE pg_temp.staging_chunk_embeddings")
-        return ids
 
     def _check_dimension(self, conn: Connection, vector: npt.NDArray[np.float32]) -> None:
         expected = self.dimension(conn)

@@ -1,0 +1,115 @@
+"""One call that runs (or resumes) an ingestion job to the end in this process.
+
+Used by ``rag ingest`` and by the Prefect flow's tasks. Several workers here are threads
+sharing one embedder; across machines, start more processes (or Prefect workers) on the
+same job id: the queue in PostgreSQL keeps them disjoint.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag_core.db.pool import Database
+from rag_core.embeddings.base import Embedder
+from rag_core.ingestion.chunking import ChunkingPolicy
+from rag_core.ingestion.jobs import (
+    JobSummary,
+    finalize_job,
+    find_resumable_job,
+    plan_job,
+    summarize,
+)
+from rag_core.ingestion.sources import fingerprint
+from rag_core.ingestion.validation import RecordValidator, warm_up
+from rag_core.ingestion.worker import IngestionWorker, WorkerPolicy, WorkerStats
+from rag_core.retrieval.vector_store import VectorStore
+from rag_core.tenancy import TenantId, parse_tenant_id
+
+
+@dataclass
+class IngestionResult:
+    summary: JobSummary
+    resumed: bool
+    workers: list[WorkerStats] = field(default_factory=list)
+    plan_s: float = 0.0
+    process_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        embedded = sum(w.chunks_embedded for w in self.workers)
+        return self.summary.as_dict() | {
+            "resumed": self.resumed, "plan_s": round(self.plan_s, 3),
+            "process_s": round(self.process_s, 3), "chunks_embedded": embedded,
+            "vectors_reused": sum(w.vectors_reused for w in self.workers),
+            "embed_s": round(sum(w.embed_s for w in self.workers), 3),
+            "write_s": round(sum(w.write_s for w in self.workers), 3),
+            "db_retries": sum(w.retries for w in self.workers),
+        }
+
+
+def run_ingestion(db: Database, embedder: Embedder, store: VectorStore,
+                  tenant_id: TenantId | str, source: Path, *, workers: int = 1,
+                  policy: WorkerPolicy | None = None,
+                  progress: Callable[[str, int], None] | None = None,
+                  resume: bool = True) -> IngestionResult:
+    """Plan (or find the unfinished job for) ``source`` and process it to completion."""
+    tenant = parse_tenant_id(tenant_id)
+    policy = policy or WorkerPolicy()
+    started = time.perf_counter()
+    job_id = find_resumable_job(db, tenant, fingerprint(source), store.model_key) \
+        if resume else None
+    resumed = job_id is not None
+    if job_id is None:
+        warm_up()
+        job_id = plan_job(db, tenant, source, store.model_key, params=_params(embedder, policy),
+                          validator=RecordValidator(), progress=progress)
+    plan_s = time.perf_counter() - started
+    if progress:
+        before = summarize(db, tenant, job_id)
+        progress("planned", before.read)
+        progress("done", before.read - before.pending)
+
+    started = time.perf_counter()
+    stats = process_job(db, embedder, store, tenant, job_id, workers=workers, policy=policy,
+                        on_items_done=(lambda n: progress("done", n)) if progress else None)
+    summary = finalize_job(db, tenant, job_id)
+    return IngestionResult(summary, resumed, stats, plan_s, time.perf_counter() - started)
+
+
+def process_job(db: Database, embedder: Embedder, store: VectorStore, tenant: TenantId,
+                job_id: str, *, workers: int = 1, policy: WorkerPolicy | None = None,
+                on_items_done: Callable[[int], None] | None = None) -> list[WorkerStats]:
+    """Run ``workers`` worker threads on ``job_id`` until no pending item is left."""
+    instances = [IngestionWorker(db, embedder, store.model_key, store, policy, on_items_done)
+                 for _ in range(workers)]
+    if workers == 1:
+        instances[0].run(tenant, job_id)
+        return [instances[0].stats]
+    errors: list[BaseException] = []
+
+    def target(worker: IngestionWorker) -> None:
+        try:
+            worker.run(tenant, job_id)
+        except BaseException as exc:  # re-raised on the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=target, args=(w,), name=f"ingest-{i}")
+               for i, w in enumerate(instances)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [w.stats for w in instances]
+
+
+def _params(embedder: Embedder, policy: WorkerPolicy) -> dict[str, Any]:
+    chunking: ChunkingPolicy = policy.chunking
+    return {"model_id": embedder.model_id, "model_version": embedder.model_version,
+            "backend": embedder.backend, "chunking": chunking.model_dump(),
+            "claim_batch": policy.claim_batch}

@@ -1,0 +1,206 @@
+"""Readers for ingestion sources.
+
+Two shapes are supported: a folder of ``.txt``/``.md``/``.html`` files (one document per
+file), and BEIR-style JSONL (``{"_id", "title", "text"}`` per line, plain or gzip). Readers
+never raise on a bad record: they yield it with ``problem`` set (malformed JSON, invalid
+UTF-8, missing fields), so that validation can reject it with its line number and the rest
+of the source proceeds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from rag_core.errors import RagCoreError
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
+HTML_SUFFIXES = {".html", ".htm"}
+
+
+class SourceError(RagCoreError):
+    """The source as a whole cannot be read (missing, or of an unknown kind)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"cannot ingest {path!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One document as read, or a record that could not be read (``problem`` set)."""
+
+    source: str  # the file it came from, relative to the source root
+    line_no: int | None  # 1-based line for JSONL
+    record_id: str | None
+    title: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def source_uri(self) -> str:
+        """Stable identity of the document within its tenant (re-ingestion key)."""
+        if self.record_id is not None and self.line_no is not None:
+            return f"{self.source}#{self.record_id}"
+        return self.source
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 over the source's file names and bytes: the same source → the same job."""
+    digest = hashlib.sha256()
+    for file in _files(path):
+        digest.update(str(file.relative_to(path if path.is_dir() else path.parent)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def read_source(path: Path) -> Iterator[SourceRecord]:
+    """Every record of ``path`` (a folder, a .jsonl or a .jsonl.gz file), in a stable order."""
+    if not path.exists():
+        raise SourceError(str(path), "no such file or folder")
+    root = path if path.is_dir() else path.parent
+    for file in _files(path):
+        relative = str(file.relative_to(root))
+        name = file.name.lower()
+        if name.endswith((".jsonl", ".jsonl.gz")):
+            yield from _read_jsonl(file, relative)
+        else:
+            yield _read_document(file, relative)
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        if not _supported(path):
+            raise SourceError(str(path), "expected a folder, .jsonl or .jsonl.gz")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p))
+    if not files:
+        raise SourceError(str(path), "no .txt, .md, .html or .jsonl files in it")
+    return files
+
+
+def _supported(path: Path) -> bool:
+    name = path.name.lower()
+    return (name.endswith((".jsonl", ".jsonl.gz"))
+            or path.suffix.lower() in TEXT_SUFFIXES | HTML_SUFFIXES)
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    if path.name.lower().endswith(".gz"):
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def _read_jsonl(path: Path, relative: str) -> Iterator[SourceRecord]:
+    with _open_binary(path) as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            yield _parse_jsonl_line(raw, relative, line_no)
+
+
+def _parse_jsonl_line(raw: bytes, source: str, line_no: int) -> SourceRecord:
+    def bad(problem: str, record_id: str | None = None) -> SourceRecord:
+        return SourceRecord(source, line_no, record_id, "", "", problem=problem)
+
+    try:
+        line = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        return bad(f"invalid UTF-8 at byte {exc.start}")
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return bad(f"malformed JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(obj, dict):
+        return bad(f"expected a JSON object, got {type(obj).__name__}")
+    record_id = obj.get("_id")
+    if not isinstance(record_id, str | int) or isinstance(record_id, bool) or record_id == "":
+        return bad("missing or invalid '_id'")
+    record_id = str(record_id)
+    title = obj.get("title", "")
+    text = obj.get("text")
+    if not isinstance(title, str):
+        return bad("'title' is not a string", record_id)
+    if not isinstance(text, str):
+        return bad("missing or non-string 'text'", record_id)
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    return SourceRecord(source, line_no, record_id, title.strip(), text, dict(metadata or {}))
+
+
+def _read_document(path: Path, relative: str) -> SourceRecord:
+    raw = path.read_bytes()
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return SourceRecord(relative, None, None, "", "", problem=f"invalid UTF-8 at byte "
+                                                                  f"{exc.start}")
+    if path.suffix.lower() in HTML_SUFFIXES:
+        title, text = html_to_text(content)
+    else:
+        title, text = _markdown_title(content), content
+    return SourceRecord(relative, None, None, title or path.stem, text,
+                        {"file_name": path.name})
+
+
+def _markdown_title(content: str) -> str:
+    for line in content.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# "):
+            return stripped[2:].strip()
+        if stripped:
+            break
+    return ""
+
+
+class _TextExtractor(HTMLParser):
+    _SKIP = {"script", "style", "noscript", "template", "head"}
+    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section",
+              "article", "pre", "blockquote", "table"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title_parts: list[str] = []
+        self._skip_depth = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in self._SKIP:
+            self._skip_depth += 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in self._SKIP and self._skip_depth:
+            self._skip_depth -= 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title_parts.append(data)
+        elif not self._skip_depth:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """(title, visible text) of an HTML page; scripts and styles dropped."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    text = "\n".join(line for line in lines if line)
+    return " ".join("".join(parser.title_parts).split()), text
