@@ -1,0 +1,42 @@
+"""``rag bench …``: benchmarks that print numbers (never run as tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rag_core import services
+from rag_core.cli._output import console, emit_json, fail_cleanly
+from rag_core.config import get_settings
+from rag_core.ingestion.factory import embedder_from
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "scifact" / "corpus.jsonl.gz"
+
+bench_app = typer.Typer(help="Benchmarks (print numbers; not part of the test suite).",
+                        no_args_is_help=True)
+
+
+@bench_app.command("ingest")
+@fail_cleanly
+def bench_ingest(
+    corpus: Annotated[Path, typer.Option(help="BEIR corpus.jsonl[.gz]")] = DEFAULT_CORPUS,
+    docs: Annotated[int | None, typer.Option(min=1, help="first N documents (default all)")]
+    = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Raw embedding throughput vs end-to-end ingestion throughput, same chunks, one run."""
+    from evaluations.ingest_benchmark import run_ingest_benchmark
+
+    settings = get_settings()
+    services.start_services(settings)
+    with services.open_database(settings) as db:
+        result = run_ingest_benchmark(settings, db, embedder_from(settings), corpus, docs)
+    data = result.as_dict()
+    console.print(f"{data['docs']} docs, {data['chunks']} chunks, backend {data['backend']}: "
+                  f"raw embedding {data['raw_embed_per_s']} chunks/s, ingestion "
+                  f"{data['ingest_per_s']} chunks/s, ratio {data['ratio']}")
+    if as_json:
+        emit_json(data)
