@@ -1,0 +1,1 @@
+"""Offline evaluations of the platform (runnable as ``python -m evaluations.<name>``)."""
