@@ -197,6 +197,13 @@ class QuotaUsage:
     def remaining(self) -> int:
         return max(self.quota - self.used - self.reserved, 0)
 
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (for a metrics exporter, an admin endpoint or ``--json`` output)."""
+        return {"tenant_id": self.tenant_id, "day": self.day, "used": self.used,
+                "reserved": self.reserved, "quota": self.quota,
+                "fraction": round(self.fraction, 6), "alert_fraction": self.alert_fraction,
+                "above_alert_threshold": self.above_alert_threshold}
+
 
 # --- Lua -----------------------------------------------------------------------------------
 # KEYS[1] window zset. ARGV: limit, window_us, member.

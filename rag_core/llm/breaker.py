@@ -69,13 +69,13 @@ from typing import Any, Protocol
 
 import redis
 from prometheus_client import Counter
-from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from rag_core.errors import ConfigurationError
 from rag_core.llm.errors import CircuitOpenError
 from rag_core.llm.policy import BreakerPolicy
 from rag_core.metrics import REGISTRY
+from rag_core.redis_client import fail_fast_redis
 
 __all__ = [
     "BREAKER_BYPASSED",
@@ -263,19 +263,6 @@ if total >= tonumber(ARGV[5]) and fails * 1000000 >= tonumber(ARGV[6]) * total t
 end
 return {'closed', 'recorded', tostring(total), tostring(fails)}
 """
-
-
-def fail_fast_redis(url: str, *, socket_timeout_s: float = 0.25,
-                    connect_timeout_s: float = 0.25) -> redis.Redis:
-    """A Redis client for the breaker: tight timeouts and no redis-py retries.
-
-    With it an unreachable Redis costs one connect timeout (nothing, when the port refuses)
-    instead of redis-py's default ten retries with backoff, so the breaker degrades to
-    fail-open within milliseconds.
-    """
-    return redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
-                                socket_connect_timeout=connect_timeout_s,
-                                retry=Retry(NoBackoff(), 0))
 
 
 def _client_retries(client: redis.Redis) -> int:

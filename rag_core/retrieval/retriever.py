@@ -1,0 +1,54 @@
+"""The retriever: question → query vector (cached) → the tenant's nearest chunks.
+
+Thin by design (haystack's habit): embedding and storage live elsewhere. A similarity
+threshold only flags weak matches (``RetrievedChunk.score`` stays available to callers);
+it never silently empties the result when the tenant has documents.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rag_core.cache import QueryEmbeddingCache
+from rag_core.embeddings.base import Embedder
+from rag_core.retrieval.vector_store import RetrievedChunk, VectorStore
+from rag_core.tenancy import TenantId, parse_tenant_id
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    chunks: list[RetrievedChunk]
+    embedding_cache_hit: bool
+    embed_ms: float
+    search_ms: float
+    weak: bool  # the best score is below the configured threshold
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Retriever:
+    def __init__(self, embedder: Embedder, store: VectorStore,
+                 cache: QueryEmbeddingCache | None = None, *, k: int = 5,
+                 weak_score_below: float = 0.3) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.cache = cache
+        self.k = k
+        self.weak_score_below = weak_score_below
+
+    def retrieve(self, tenant_id: TenantId | str, question: str,
+                 k: int | None = None) -> Retrieval:
+        tenant = parse_tenant_id(tenant_id)
+        started = time.perf_counter()
+        vector = self.cache.get(tenant, question) if self.cache else None
+        hit = vector is not None
+        if vector is None:
+            vector = self.embedder.embed_queries([question])[0]
+            if self.cache:
+                self.cache.put(tenant, question, vector)
+        embedded = time.perf_counter()
+        chunks = self.store.search(tenant, vector, k or self.k)
+        searched = time.perf_counter()
+        weak = not chunks or chunks[0].score < self.weak_score_below
+        return Retrieval(chunks, hit, (embedded - started) * 1000, (searched - embedded) * 1000,
+                         weak)

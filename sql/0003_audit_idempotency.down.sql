@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS rag.audit_log_request;
