@@ -15,6 +15,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag_core.llm.policy import BreakerPolicy, RetryPolicy
+from rag_core.rate_limit import RateLimitPolicy
+
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,7 +25,7 @@ class Settings(BaseSettings):
     """All configuration of the platform. Construct directly in tests; use ``get_settings``."""
 
     model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", frozen=True,
-                                      populate_by_name=True)
+                                      populate_by_name=True, env_nested_delimiter="__")
 
     state_dir: Path = Field(default=Path(".rag"), description="embedded servers, models, spools")
 
@@ -71,6 +74,30 @@ class Settings(BaseSettings):
     # Tight timeouts: a Redis outage must cost milliseconds, then the cache is bypassed.
     redis_socket_timeout_s: float = Field(default=0.25, gt=0)
     redis_connect_timeout_s: float = Field(default=0.25, gt=0)
+
+    # --- LLM (Groq or any OpenAI-compatible endpoint) ---------------------------------------
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("RAG_LLM_API_KEY", "GROQ_API_KEY"),
+        description="unset = the labelled extractive answerer (offline demo)")
+    llm_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("RAG_LLM_BASE_URL", "GROQ_BASE_URL"))
+    llm_model: str = "llama-3.1-8b-instant"
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    llm_max_tokens: int = Field(default=1024, ge=16)
+    retry: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
+
+    # --- query path ------------------------------------------------------------------------
+    retrieval_k: int = Field(default=5, ge=1, le=100)
+    weak_score_below: float = Field(default=0.3, ge=-1, le=1)
+    answer_cache_ttl_s: int = Field(default=3600, ge=1)
+    batch_size: int = Field(default=5, ge=1, le=5, description="questions per LLM call")
+    max_concurrent_llm_calls: int = Field(default=3, ge=1)
+    max_concurrent_searches: int = Field(default=10, ge=1)
+    rate_limit: RateLimitPolicy = RateLimitPolicy()
+    session_hash_key: SecretStr | None = Field(
+        default=None, description="HMAC key for session ids; unset = one kept in state_dir")
+    audit_question_storage: Literal["redacted", "hash"] = "redacted"
 
     @field_validator("state_dir")
     @classmethod

@@ -8,11 +8,14 @@ through), so clients get tight timeouts and no client-side retries.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from rag_core.config import Settings
+if TYPE_CHECKING:
+    from rag_core.config import Settings
 
 
 def fail_fast_redis(url: str, *, socket_timeout_s: float = 0.25,
