@@ -53,25 +53,26 @@ class AnswerKey:
     question_hash: str
     config_digest: str
     corpus_version: int
+    prefix: str = "rag"
 
     def redis_key(self) -> str:
-        return (f"rag:{self.tenant_id}:answer:v{self.corpus_version}:{self.config_digest[:16]}:"
-                f"{self.question_hash}")
+        return (f"{self.prefix}:{self.tenant_id}:answer:v{self.corpus_version}:"
+                f"{self.config_digest[:16]}:{self.question_hash}")
 
 
 class AnswerCache:
     """Cached answers (JSON payloads) per tenant, question, configuration and corpus version."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int = 3600) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: int = 3600, prefix: str = "rag") -> None:
         self._client = client
         self.ttl_s = ttl_s
+        self.prefix = prefix
 
-    @staticmethod
-    def key(tenant_id: TenantId | str, question: str, corpus_version: int,
+    def key(self, tenant_id: TenantId | str, question: str, corpus_version: int,
             **config: Any) -> AnswerKey:
         tenant = parse_tenant_id(tenant_id)
         return AnswerKey(tenant, digest(normalize_question(question)), digest(config),
-                         corpus_version)
+                         corpus_version, self.prefix)
 
     def get(self, key: AnswerKey) -> dict[str, Any] | None:
         try:
@@ -101,13 +102,14 @@ class QueryEmbeddingCache:
     """Query vectors per tenant and exact model, as raw float32 bytes."""
 
     def __init__(self, client: redis.Redis, model_id: str, model_version: str,
-                 ttl_s: int = 7 * 24 * 3600) -> None:
+                 ttl_s: int = 7 * 24 * 3600, prefix: str = "rag") -> None:
         self._client = client
         self._model = digest(model_id, model_version)[:16]
         self.ttl_s = ttl_s
+        self.prefix = prefix
 
     def _key(self, tenant: TenantId, text: str) -> str:
-        return f"rag:{tenant}:qemb:{self._model}:{digest(normalize_question(text))}"
+        return f"{self.prefix}:{tenant}:qemb:{self._model}:{digest(normalize_question(text))}"
 
     def get(self, tenant_id: TenantId | str, text: str) -> npt.NDArray[np.float32] | None:
         tenant = parse_tenant_id(tenant_id)

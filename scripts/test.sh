@@ -11,6 +11,8 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
+# The suite starts its own servers under .rag/test; stop them when the run is over.
+trap 'RAG_STATE_DIR=.rag/test .venv/bin/rag services stop >/dev/null 2>&1 || true' EXIT
 status=0
 .venv/bin/pytest -p no:cacheprovider "$@" || status=$?
 if [ "$status" -eq 5 ]; then

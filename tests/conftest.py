@@ -56,10 +56,11 @@ def make_settings(**overrides: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[EmbeddedPostgres]:
+    # Not stopped at the end: several pytest sessions may share these servers;
+    # scripts/test.sh stops them when the whole run is over.
     server = EmbeddedPostgres(TEST_STATE_DIR)
     server.start()
     yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +68,6 @@ def redis_server() -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(TEST_STATE_DIR)
     server.start()
     yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ How FastEmbed 0.9.1 is driven here (from its source, not its docs):
   onnxruntime session; ``None`` would let onnxruntime use every core of the host.
 * ``cache_dir`` is created even when unused, so it is pointed at the export folder rather
   than at FastEmbed's default under the system temp directory.
+* Batches are taken in input order and padded to their longest text, so texts are sorted by
+  length first (as sentence-transformers does) and the result put back in input order.
 
 The folder is produced by :func:`rag_core.embeddings.onnx_export.export_onnx`; if it is
 missing this module raises :class:`EmbeddingModelUnavailableError` rather than letting
@@ -26,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from ._common import (
     as_float_matrix,
@@ -129,17 +133,35 @@ class FastEmbedEmbedder:
         return self._tokenizer.token_offsets(text)
 
     def embed_passages(self, texts: Sequence[str], batch_size: int = 64) -> FloatMatrix:
-        items = check_texts(texts)
-        if not items:
-            return empty_matrix()
-        return as_float_matrix(list(self._model.passage_embed(items, batch_size=batch_size)))
+        return self._embed(texts, batch_size, query=False)
 
     def embed_queries(self, texts: Sequence[str], batch_size: int = 64) -> FloatMatrix:
         # all-MiniLM-L6-v2 has no query prefix; FastEmbed's query_embed equals embed for it
+        return self._embed(texts, batch_size, query=True)
+
+    def _embed(self, texts: Sequence[str], batch_size: int, *, query: bool) -> FloatMatrix:
         items = check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not items:
             return empty_matrix()
-        return as_float_matrix(list(self._model.query_embed(items, batch_size=batch_size)))
+        if self._variant == "int8":
+            # dynamic quantisation derives one activation scale from the whole batch tensor,
+            # padding included, so a text's int8 vector would depend on its batch neighbours
+            # (cosine down to ~0.97 between batchings); one text per run makes it depend on
+            # the text alone, and on CPU it is no slower since nothing is padded
+            batch_size = 1
+        # FastEmbed batches in input order and pads to the longest text of each batch; sorting
+        # by length (as sentence-transformers does) avoids most padding work
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        ordered = [items[i] for i in order]
+        embed = self._model.query_embed if query else self._model.passage_embed
+        rows = as_float_matrix(list(embed(ordered, batch_size=batch_size)))
+        if rows.shape[0] != len(items):
+            raise RuntimeError(f"FastEmbed returned {rows.shape[0]} rows for {len(items)} texts")
+        result = np.empty_like(rows)
+        result[order] = rows
+        return result
 
     def __repr__(self) -> str:
         return f"FastEmbedEmbedder({self.model_dir}, version={self._model_version})"

@@ -1,0 +1,98 @@
+"""Fixtures for the query path: a tenant with a real ingested corpus, a fake Groq server that
+answers batch prompts correctly, and services built the way the product builds them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from rag_core import tenants as tenant_admin
+from rag_core.config import Settings
+from rag_core.db.connection import resolve_targets
+from rag_core.db.pool import Database
+from rag_core.embeddings.base import Embedder
+from rag_core.ingestion.runner import run_ingestion
+from rag_core.query_factory import build_query_service
+from rag_core.query_service import QueryService
+from rag_core.rate_limit import RateLimitPolicy
+from rag_core.redis_embedded import EmbeddedRedis
+from rag_core.retrieval.vector_store import VectorStore
+from rag_core.tenancy import TenantId
+from tests.ingestion.conftest import scifact_records
+from tests.llm.fake_groq import FakeGroqServer, FakeResponse, RecordedRequest, chat_completion
+
+
+def answering_responder(request: RecordedRequest) -> FakeResponse:
+    """Answer every question of a batch prompt, citing its first passage."""
+    user = next(m["content"] for m in request.messages if m["role"] == "user")
+    questions = json.loads(user)["questions"]
+    answers = [{"id": q["id"], "answer": f"Answer to: {q['question'][:60]}",
+                "citations": [q["passages"][0]["chunk_id"]] if q["passages"] else []}
+               for q in questions]
+    prompt_chars = sum(len(m["content"]) for m in request.messages)
+    return chat_completion(json.dumps({"answers": answers}), prompt_tokens=prompt_chars // 4,
+                           completion_tokens=12 * len(answers))
+
+
+@pytest.fixture(scope="module")
+def corpus_tenant(settings: Settings, embedder: Embedder,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenantId]:
+    """A tenant holding 40 real SciFact abstracts (ingested once per module)."""
+    admin_url = resolve_targets(settings).admin_url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        tenant = tenant_admin.create_tenant(conn, display_name="query tests")
+    folder = tmp_path_factory.mktemp("corpus")
+    source = folder / "corpus.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in scifact_records(40, start=1000)))
+    from rag_core import services
+
+    with services.open_database(settings) as db:
+        run_ingestion(db, embedder, VectorStore(db, settings), tenant, source)
+    yield tenant
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        tenant_admin.delete_tenant(conn, tenant)
+
+
+@pytest.fixture()
+def fake_llm() -> Iterator[FakeGroqServer]:
+    with FakeGroqServer(default=answering_responder) as server:
+        yield server
+
+
+@pytest.fixture()
+def make_service(settings: Settings, db: Database, embedder: Embedder,
+                 redis_server: EmbeddedRedis,
+                 tmp_path: Path) -> Callable[..., QueryService]:
+    """Build the query service as the product does, with settings overrides."""
+
+    def factory(redis_url: str | None = None, **overrides: Any) -> QueryService:
+        # Fresh Redis key space per service, so limits and caches of one test never leak
+        # into another; generous limits unless a test sets its own.
+        values: dict[str, Any] = {
+            "state_dir": tmp_path / "state", "redis_key_prefix": f"t{secrets.token_hex(4)}",
+            "rate_limit": RateLimitPolicy(requests_per_minute=100_000,
+                                          tokens_per_day=100_000_000)}
+        values.update(overrides)
+        service_settings = settings.model_copy(update=values)
+        return build_query_service(service_settings, db, embedder=embedder,
+                                   redis_url=redis_url or redis_server.url())
+
+    return factory
+
+
+def audit_rows(db: Database, tenant: TenantId, since_id: int = 0) -> list[dict[str, Any]]:
+    with db.tenant_session(tenant) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return list(cur.execute("SELECT * FROM rag.audit_log WHERE audit_id > %s "
+                                "ORDER BY audit_id", [since_id]).fetchall())
+
+
+def last_audit_id(db: Database, tenant: TenantId) -> int:
+    with db.tenant_session(tenant) as conn:
+        row = conn.execute("SELECT coalesce(max(audit_id), 0) FROM rag.audit_log").fetchone()
+    return int(row[0]) if row else 0
