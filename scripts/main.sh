@@ -16,3 +16,10 @@ echo "== services, migrations, model files"
 
 echo "== ingest the SciFact corpus (5,183 abstracts) for tenant $DEMO_TENANT"
 .venv/bin/rag ingest data/scifact/corpus.jsonl.gz --tenant "$DEMO_TENANT" --create-tenant
+
+echo "== answer a batch of SciFact claims (≤5 questions per LLM call; offline: the labelled"
+echo "   extractive answerer unless GROQ_API_KEY is set)"
+mkdir -p .rag/demo
+.venv/bin/rag batch data/scifact/queries.jsonl --tenant "$DEMO_TENANT" --limit "${RAG_DEMO_QUESTIONS:-50}" \
+    --out .rag/demo/answers.jsonl
+echo "answers written to .rag/demo/answers.jsonl"
