@@ -19,8 +19,8 @@ What happens to a batch (:meth:`LLMBatchAnswerer.answer_batch`)
 Tolerance of the reply (documented, and nothing else)
 -----------------------------------------------------
 - unknown keys are ignored, at the top level and in entries;
-- entries with an id that is not in the batch are ignored; for a question asked twice the
-  first *valid* entry wins;
+- ids are compared without surrounding whitespace; entries with an id that is not in the
+  batch are ignored; for a question answered twice the first *valid* entry wins;
 - in a single-question reply the entry is taken for that question whatever its ``id`` says
   (there is nothing to confuse it with);
 - a numeric ``id`` or ``answer`` is read as its string form; surrounding whitespace of the
@@ -337,9 +337,11 @@ def parse_answers(text: str, allowed: Mapping[str, Collection[int]], *,
     except ValidationError as exc:
         reason = f'reply is not {{"answers": [...]}}: {_short(exc)}'
         return ParsedAnswers({}, dict.fromkeys(expected, reason), output_chars)
+    by_stripped_id = {question_id.strip(): question_id for question_id in expected}
     for raw in top.answers:
-        target = expected[0] if single else _entry_id(raw)
-        if target is None or target not in allowed:
+        echoed = _entry_id(raw)
+        target = expected[0] if single else by_stripped_id.get(echoed or "")
+        if target is None:
             continue  # an entry for no question we asked
         output_chars[target] += len(json.dumps(raw, ensure_ascii=False))
         if target in answers:
@@ -440,7 +442,8 @@ def _check_items(items: Sequence[QuestionContext], max_size: int) -> None:
     ids = [item.question_id for item in items]
     if any(not qid.strip() for qid in ids):
         raise ValueError(f"question ids must be non-empty, got {ids!r}")
-    if len(set(ids)) != len(ids):
+    # replies are matched on the stripped id (see parse_answers): "q1" and "q1 " would clash
+    if len({qid.strip() for qid in ids}) != len(ids):
         raise ValueError(f"question ids must be unique, got {ids!r}")
 
 

@@ -52,8 +52,10 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import redis
+from prometheus_client import Counter
 
 from rag_core.errors import RagCoreError
+from rag_core.metrics import REGISTRY
 
 __all__ = [
     "ConcurrencyBackendError",
@@ -310,3 +312,39 @@ class RedisSemaphore:
                     return
             except ConcurrencyBackendError as exc:
                 log.warning("%s; will retry at the next renewal", exc)
+
+
+SLOTS_FAILED_OPEN = Counter("rag_concurrency_failed_open",
+                            "Calls run without a cross-process slot because Redis failed.",
+                            ["name"], registry=REGISTRY)
+
+
+class FailOpenSlots:
+    """Cross-process slots that step aside when their backend is down.
+
+    The query path must keep working when Redis does (the per-process cap still holds), so a
+    ``ConcurrencyBackendError`` on acquire lets the call run without a shared slot and is
+    counted in ``rag_concurrency_failed_open``; a timeout (the limit really is full) is not
+    masked.
+    """
+
+    def __init__(self, inner: RedisSemaphore) -> None:
+        self.inner = inner
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        try:
+            held = self.inner.slot()
+            held.__enter__()
+        except ConcurrencyBackendError as exc:
+            SLOTS_FAILED_OPEN.labels(self.inner.name).inc()
+            log.warning("%s; running without the shared limit", exc)
+            yield
+            return
+        try:
+            yield
+        except BaseException as exc:
+            if not held.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            held.__exit__(None, None, None)

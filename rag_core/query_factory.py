@@ -13,6 +13,7 @@ from rag_core._proc import file_lock, write_atomic
 from rag_core.audit import AuditLog
 from rag_core.batching import ExtractiveAnswerer, LLMBatchAnswerer
 from rag_core.cache import AnswerCache, QueryEmbeddingCache
+from rag_core.concurrency import FailOpenSlots, RedisSemaphore
 from rag_core.config import Settings
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
@@ -82,4 +83,9 @@ def build_query_service(settings: Settings, db: Database, *,
         quota=TokenQuota(client, limits),
         audit=AuditLog(db, Path(settings.state_dir) / "spool",
                        store_question=settings.audit_question_storage),
-        session_key=session_key(settings))
+        session_key=session_key(settings),
+        # The LLM-call cap holds across every process sharing this Redis (Prefect workers
+        # included), not only within one.
+        llm_slots=FailOpenSlots(RedisSemaphore(
+            client, f"llm:{settings.llm_model}", settings.max_concurrent_llm_calls,
+            key_prefix=f"{prefix}:sem")) if settings.llm_api_key is not None else None)

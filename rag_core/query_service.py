@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from rag_core.audit import AuditLog, AuditRecord
 from rag_core.batching import AnswerResult, Passage, QuestionContext, answer_all
 from rag_core.cache import AnswerCache, AnswerKey
+from rag_core.concurrency import ConcurrencySlots
 from rag_core.db.pool import Database
 from rag_core.metrics import REGISTRY
 from rag_core.pii import redact
@@ -101,7 +102,7 @@ class QueryService:
     def __init__(self, db: Database, retriever: Retriever, answerer: Any, *,
                  config: QueryConfig, answer_cache: AnswerCache | None,
                  rate_limiter: RateLimiter | None, quota: TokenQuota | None, audit: AuditLog,
-                 session_key: bytes) -> None:
+                 session_key: bytes, llm_slots: ConcurrencySlots | None = None) -> None:
         self.db = db
         self.retriever = retriever
         self.answerer = answerer
@@ -111,6 +112,7 @@ class QueryService:
         self.quota = quota
         self.audit = audit
         self._session_key = session_key
+        self._llm_slots = llm_slots
         self._search_slots = threading.BoundedSemaphore(config.max_concurrent_searches)
 
     # --- public API ------------------------------------------------------------------------
@@ -238,7 +240,8 @@ class QueryService:
             for item in items if item.retrieval is not None]
         started = time.perf_counter()
         results = answer_all(contexts, self.answerer, batch_size=self.config.batch_size,
-                             max_concurrent_llm_calls=self.config.max_concurrent_llm_calls)
+                             max_concurrent_llm_calls=self.config.max_concurrent_llm_calls,
+                             slots=self._llm_slots)
         elapsed = round((time.perf_counter() - started) * 1000, 3)
         for item, result in zip(items, results, strict=True):
             item.result = result

@@ -19,6 +19,16 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evaluations.fake_groq import (
+    FakeGroqServer,
+    FakeResponse,
+    RecordedRequest,
+    chat_completion,
+    error_response,
+    invalid_json_content,
+    malformed_body,
+    slow,
+)
 from rag_core.batching import (
     EXTRACTIVE_LABEL,
     EXTRACTIVE_MODEL,
@@ -33,19 +43,9 @@ from rag_core.batching import (
 )
 from rag_core.concurrency import LocalSlots, RedisSemaphore
 from rag_core.llm import BreakerPolicy, LLMClient, LLMConfig, RedisCircuitBreaker, RetryPolicy
-from rag_core.llm.breaker import fail_fast_redis
 from rag_core.llm.prompts import PROMPT_VERSION, build_batch_prompt, build_single_prompt
+from rag_core.redis_client import fail_fast_redis
 from rag_core.redis_embedded import EmbeddedRedis
-from tests.llm.fake_groq import (
-    FakeGroqServer,
-    FakeResponse,
-    RecordedRequest,
-    chat_completion,
-    error_response,
-    invalid_json_content,
-    malformed_body,
-    slow,
-)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -522,6 +522,10 @@ def test_parse_answers_documented_tolerance() -> None:
     assert parsed.answers["a"].answer == "5"
     assert parsed.problems == {}
     assert parsed.output_chars["a"] > 0 and parsed.output_chars["b"] > 0
+
+    # ids are compared without surrounding whitespace, on both sides
+    padded = parse_answers('{"answers": [{"id": "a ", "answer": "A"}]}', {" a": {1}})
+    assert padded.answers[" a"].answer == "A"
 
     # a single-question reply is matched whatever id it carries
     single = parse_answers('{"answers": [{"id": "x", "answer": "ok"}]}', {"a": {1}},

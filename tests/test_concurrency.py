@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +24,7 @@ from rag_core.concurrency import (
     RedisSemaphore,
 )
 from rag_core.errors import RagCoreError
-from rag_core.llm.breaker import fail_fast_redis
+from rag_core.redis_client import fail_fast_redis
 from rag_core.redis_embedded import EmbeddedRedis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -228,3 +230,25 @@ def test_invalid_settings_are_refused(redis_client: redis.Redis,
                                       kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RedisSemaphore(redis_client, **kwargs)  # type: ignore[arg-type]
+
+
+def test_fail_open_slots_hold_a_shared_slot_and_step_aside_when_redis_is_down(
+        redis_client: redis.Redis) -> None:
+    from rag_core.concurrency import SLOTS_FAILED_OPEN, FailOpenSlots
+    from rag_core.metrics import counter_value
+
+    live = RedisSemaphore(redis_client, f"failopen-{secrets.token_hex(4)}", 1, timeout_s=1)
+    with FailOpenSlots(live).slot():
+        assert live.holders() == 1
+    assert live.holders() == 0
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    dead = RedisSemaphore(fail_fast_redis(f"redis://127.0.0.1:{closed_port}/0"), "dead", 1)
+    before = counter_value(SLOTS_FAILED_OPEN.labels("dead"))
+    ran = False
+    with FailOpenSlots(dead).slot():
+        ran = True
+    assert ran
+    assert counter_value(SLOTS_FAILED_OPEN.labels("dead")) == before + 1

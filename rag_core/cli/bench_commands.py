@@ -40,3 +40,28 @@ def bench_ingest(
                   f"{data['ingest_per_s']} chunks/s, ratio {data['ratio']}")
     if as_json:
         emit_json(data)
+
+
+@bench_app.command("query")
+@fail_cleanly
+def bench_query(
+    docs: Annotated[int, typer.Option(min=5, help="SciFact abstracts in the bench tenant")] = 100,
+    questions: Annotated[int, typer.Option(min=5, help="distinct questions")] = 40,
+    llm_latency_ms: Annotated[float, typer.Option(help="fake LLM latency")] = 200.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Query latency cached vs uncached, and batch-of-5 vs 5 single LLM calls."""
+    from evaluations.query_benchmark import run_query_benchmark
+
+    settings = get_settings()
+    services.start_services(settings)
+    with services.open_database(settings) as db:
+        data = run_query_benchmark(settings, db, embedder_from(settings), docs=docs,
+                                   questions=questions, llm_latency_ms=llm_latency_ms)
+    console.print(f"uncached p50/p95 {data['uncached_p50_ms']}/{data['uncached_p95_ms']} ms; "
+                  f"cached p50/p95 {data['cached_p50_ms']}/{data['cached_p95_ms']} ms; "
+                  f"batch of 5: {data['batch_llm_calls']} call(s), {data['batch_tokens']} "
+                  f"tokens vs 5 singles: {data['single_llm_calls']} calls, "
+                  f"{data['single_tokens']} tokens (ratio {data['batch_token_ratio']})")
+    if as_json:
+        emit_json(data)

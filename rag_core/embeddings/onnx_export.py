@@ -113,16 +113,14 @@ def export_onnx(dest_dir: Path, *, quantize_int8: bool = True) -> ExportResult:
     variants = VARIANTS if quantize_int8 else ("fp32",)
 
     manifest = read_manifest(dest_dir)
-    if _manifest_valid(manifest, dest_dir, source_sha, variants):
-        assert manifest is not None
+    if manifest is not None and _manifest_valid(manifest, dest_dir, source_sha, variants):
         return _result(dest_dir, source_sha, manifest, exported=False)
 
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(dest_dir.parent / f".{dest_dir.name}.lock"):
         # another process may have finished the export while this one waited for the lock
         manifest = read_manifest(dest_dir)
-        if _manifest_valid(manifest, dest_dir, source_sha, variants):
-            assert manifest is not None
+        if manifest is not None and _manifest_valid(manifest, dest_dir, source_sha, variants):
             return _result(dest_dir, source_sha, manifest, exported=False)
 
         _remove_leftovers(dest_dir)
@@ -150,14 +148,12 @@ def _result(
 
 
 def _manifest_valid(
-    manifest: dict[str, Any] | None,
+    manifest: dict[str, Any],
     dest_dir: Path,
     source_sha: str,
     variants: tuple[str, ...],
 ) -> bool:
     """True iff the manifest describes the wanted export and every listed file is intact."""
-    if manifest is None:
-        return False
     expected = {
         "format_version": EXPORT_FORMAT_VERSION,
         "model_id": MODEL_ID,

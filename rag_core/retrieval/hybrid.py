@@ -43,7 +43,7 @@ SELECT chunk_id, document_id, tenant_id, ordinal, text, rank
 # Cosine distance of chunks found only by the text search (same tenant session; explicit
 # tenant filter on both tables, as everywhere).
 _DISTANCES = """
-SELECT c.chunk_id, c.tenant_id, (e.embedding::vector(%(dim)s) <=> %(query)s) AS distance
+SELECT c.chunk_id, c.tenant_id, (e.embedding <=> %(query)s) AS distance
   FROM rag.chunks c JOIN rag.chunk_embeddings e ON e.chunk_id = c.chunk_id
  WHERE c.tenant_id = %(tenant)s AND e.tenant_id = %(tenant)s AND e.model_key = %(model)s
    AND c.chunk_id = ANY(%(ids)s)
@@ -141,18 +141,19 @@ class HybridRetriever:
         text = self.text_search(tenant, question, depth)
         text_done = time.perf_counter()
 
-        fused = reciprocal_rank_fusion([[c.chunk_id for c in dense], [h.chunk_id for h in text]],
-                                       self.rrf_k)[:k]
         by_id = {c.chunk_id: c for c in dense}
+        # Chunks only the text search found get their cosine distance too. A chunk without
+        # a vector for this store's model cannot be scored and is left out.
         text_only = [h for h in text if h.chunk_id not in by_id]
-        wanted = {chunk_id for chunk_id, _ in fused}
-        distances = self._distances(tenant, vector,
-                                    [h.chunk_id for h in text_only if h.chunk_id in wanted])
+        distances = self._distances(tenant, vector, [h.chunk_id for h in text_only])
         for h in text_only:
             if h.chunk_id in distances:
                 by_id[h.chunk_id] = RetrievedChunk(h.chunk_id, h.document_id, h.tenant_id,
                                                    h.ordinal, h.text, distances[h.chunk_id],
                                                    "text")
+        fused = [(chunk_id, score) for chunk_id, score in reciprocal_rank_fusion(
+            [[c.chunk_id for c in dense], [h.chunk_id for h in text]], self.rrf_k)
+            if chunk_id in by_id][:k]
         dense_rank = {c.chunk_id: i for i, c in enumerate(dense, start=1)}
         text_rank = {h.chunk_id: i for i, h in enumerate(text, start=1)}
         chunks = [by_id[chunk_id] for chunk_id, _ in fused]
@@ -164,9 +165,11 @@ class HybridRetriever:
                    "dense_ms": (dense_done - embedded) * 1000,
                    "text_ms": (text_done - dense_done) * 1000,
                    "fuse_ms": (fused_done - text_done) * 1000}
-        return HybridRetrieval(chunks, hit, timings["embed_ms"],
-                               (fused_done - embedded) * 1000, weak, timings, hits,
-                               len(dense), len(text))
+        return HybridRetrieval(chunks=chunks, embedding_cache_hit=hit,
+                               embed_ms=timings["embed_ms"],
+                               search_ms=(fused_done - embedded) * 1000, weak=weak,
+                               timings=timings, fused=hits, dense_count=len(dense),
+                               text_count=len(text))
 
     def text_search(self, tenant_id: TenantId | str, question: str,
                     k: int = 10) -> list[TextHit]:
@@ -185,7 +188,7 @@ class HybridRetriever:
             return {}
         with self.db.tenant_session(tenant) as conn:
             rows = conn.execute(_DISTANCES, {
-                "dim": self.store.dimension(conn), "query": Vector(np.asarray(vector)),
-                "tenant": tenant, "model": self.store.model_key, "ids": chunk_ids}).fetchall()
+                "query": Vector(np.asarray(vector, dtype=np.float32)), "tenant": tenant,
+                "model": self.store.model_key, "ids": chunk_ids}).fetchall()
         verify_rows_belong_to(tenant, rows, tenant_column=1, id_column=0)
         return {int(r[0]): float(r[2]) for r in rows}

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis
 
+from evaluations.fake_groq import FakeGroqServer
 from rag_core.llm import BreakerPolicy, LLMClient, LLMConfig, RedisCircuitBreaker, RetryPolicy
-from rag_core.llm.breaker import fail_fast_redis
+from rag_core.redis_client import fail_fast_redis
 from rag_core.redis_embedded import EmbeddedRedis
-from tests.llm.fake_groq import FakeGroqServer
 
 
 class FakeClock:

@@ -15,6 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from evaluations.fake_groq import FakeGroqServer, chat_completion, error_response, held
 from rag_core.errors import ConfigurationError
 from rag_core.llm import (
     BreakerPolicy,
@@ -26,11 +27,11 @@ from rag_core.llm import (
     RedisCircuitBreaker,
     RetryPolicy,
 )
-from rag_core.llm.breaker import BREAKER_BYPASSED, fail_fast_redis
+from rag_core.llm.breaker import BREAKER_BYPASSED
 from rag_core.metrics import REGISTRY
+from rag_core.redis_client import fail_fast_redis
 from rag_core.redis_embedded import EmbeddedRedis
 from tests.llm.conftest import FakeClock, MakeBreaker, MakeClient
-from tests.llm.fake_groq import FakeGroqServer, chat_completion, error_response, held
 
 USER: list[ChatMessage] = [{"role": "user", "content": "ping"}]
 ONE_ATTEMPT = RetryPolicy(attempts=1)

@@ -6,6 +6,15 @@ import socket
 
 import pytest
 
+from evaluations.fake_groq import (
+    FakeGroqServer,
+    chat_completion,
+    error_response,
+    invalid_json_content,
+    malformed_body,
+    rate_limited,
+    slow,
+)
 from rag_core.errors import ConfigurationError
 from rag_core.llm import (
     BreakerState,
@@ -21,15 +30,6 @@ from rag_core.llm import (
     parse_retry_after,
 )
 from tests.llm.conftest import MakeBreaker, MakeClient, SleepRecorder
-from tests.llm.fake_groq import (
-    FakeGroqServer,
-    chat_completion,
-    error_response,
-    invalid_json_content,
-    malformed_body,
-    rate_limited,
-    slow,
-)
 
 USER: list[ChatMessage] = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -117,7 +117,7 @@ def test_malformed_envelope_is_a_response_error_and_a_breaker_failure(
 def test_non_json_body_is_a_response_error(fake_groq: FakeGroqServer,
                                            make_client: MakeClient) -> None:
     # The SDK returns the body text (a str, not a ChatCompletion) for a non-JSON content type.
-    from tests.llm.fake_groq import FakeResponse
+    from evaluations.fake_groq import FakeResponse
     fake_groq.enqueue(FakeResponse(200, b"<html>gateway</html>", content_type="text/html"))
     with pytest.raises(LLMResponseError) as caught:
         make_client().complete(USER)

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import groq
 import pytest
 
+from evaluations.fake_groq import FakeGroqServer, chat_completion, held
 from rag_core.llm import ChatMessage
 from tests.llm.conftest import MakeClient
-from tests.llm.fake_groq import FakeGroqServer, chat_completion, held
 
 USER: list[ChatMessage] = [{"role": "user", "content": "one two three"}]
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from evaluations.fake_groq import FakeGroqServer, answering_responder
 from rag_core import tenants as tenant_admin
 from rag_core.config import Settings
 from rag_core.db.connection import resolve_targets
@@ -25,19 +26,6 @@ from rag_core.redis_embedded import EmbeddedRedis
 from rag_core.retrieval.vector_store import VectorStore
 from rag_core.tenancy import TenantId
 from tests.ingestion.conftest import scifact_records
-from tests.llm.fake_groq import FakeGroqServer, FakeResponse, RecordedRequest, chat_completion
-
-
-def answering_responder(request: RecordedRequest) -> FakeResponse:
-    """Answer every question of a batch prompt, citing its first passage."""
-    user = next(m["content"] for m in request.messages if m["role"] == "user")
-    questions = json.loads(user)["questions"]
-    answers = [{"id": q["id"], "answer": f"Answer to: {q['question'][:60]}",
-                "citations": [q["passages"][0]["chunk_id"]] if q["passages"] else []}
-               for q in questions]
-    prompt_chars = sum(len(m["content"]) for m in request.messages)
-    return chat_completion(json.dumps({"answers": answers}), prompt_tokens=prompt_chars // 4,
-                           completion_tokens=12 * len(answers))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,8 @@
 """A fake Groq API: a real HTTP server on 127.0.0.1 that the real ``groq`` client talks to.
 
+Used by the test suite and by ``rag bench query`` (a fixed-latency LLM, so the benchmark
+measures the platform, not a provider).
+
 The LLM is the only component the test suite fakes, and only at the HTTP boundary: the SDK's
 request building, response parsing, timeouts and error mapping all run for real. Point a
 client at :attr:`FakeGroqServer.base_url`; the SDK posts to ``/openai/v1/chat/completions``.
@@ -37,6 +40,7 @@ __all__ = [
     "FakeResponse",
     "RecordedRequest",
     "Responder",
+    "answering_responder",
     "chat_completion",
     "echo_responder",
     "error_response",
@@ -184,6 +188,24 @@ def echo_responder(request: RecordedRequest) -> FakeResponse:
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
     return chat_completion(content, prompt_tokens=prompt_tokens,
                            completion_tokens=len(content.split()), model=str(model))
+
+
+def answering_responder(request: RecordedRequest) -> FakeResponse:
+    """Answers every question of a batch prompt (``rag_core.llm.prompts`` layout), citing
+    each question's first passage; usage is ~4 characters a token, as a provider reports."""
+    user = next((str(m.get("content", "")) for m in request.messages
+                 if m.get("role") == "user"), "{}")
+    try:
+        questions = json.loads(user).get("questions", [])
+    except (json.JSONDecodeError, AttributeError):
+        questions = []
+    answers = [{"id": q["id"], "answer": f"Answer to: {str(q.get('question', ''))[:60]}",
+                "citations": [q["passages"][0]["chunk_id"]] if q.get("passages") else []}
+               for q in questions]
+    content = json.dumps({"answers": answers})
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in request.messages)
+    return chat_completion(content, prompt_tokens=max(1, prompt_chars // 4),
+                           completion_tokens=max(1, len(content) // 4))
 
 
 # --- the server ----------------------------------------------------------------------------
