@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rag_core import services
 from rag_core import tenants as tenant_admin
-from rag_core.cli import bench_commands, ingest_commands, query_commands
+from rag_core.cli import bench_commands, dbt_commands, ingest_commands, query_commands
 from rag_core.cli._output import console, emit_json, fail_cleanly
 from rag_core.config import get_settings
 from rag_core.db import migrations
@@ -34,6 +34,7 @@ app.add_typer(services_app, name="services")
 app.add_typer(tenant_app, name="tenant")
 ingest_commands.register(app)
 query_commands.register(app)
+dbt_commands.register(app)
 app.add_typer(bench_commands.bench_app, name="bench")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]

@@ -1,0 +1,20 @@
+with
+
+source as (
+
+    select * from {{ source('rag', 'tenants') }}
+
+),
+
+renamed as (
+
+    select
+        tenant_id::text as tenant_id,
+        display_name,
+        corpus_version,
+        created_at
+    from source
+
+)
+
+select * from renamed

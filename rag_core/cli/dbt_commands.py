@@ -1,0 +1,47 @@
+"""``rag dbt …``: run dbt on the audit project with the platform's own connection settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from psycopg.conninfo import conninfo_to_dict
+
+from rag_core import services
+from rag_core.cli._output import fail_cleanly
+from rag_core.config import Settings, get_settings
+from rag_core.db.connection import resolve_targets
+
+DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt"
+
+
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    """Environment for dbt: the admin connection of the configured (or embedded) server."""
+    params = conninfo_to_dict(resolve_targets(settings).admin_url)
+    return {**os.environ,
+            "RAG_DBT_HOST": str(params.get("host", "127.0.0.1")),
+            "RAG_DBT_PORT": str(params.get("port", "5432")),
+            "RAG_DBT_USER": str(params.get("user", "postgres")),
+            "RAG_DBT_PASSWORD": str(params.get("password", "")),
+            "RAG_DBT_DBNAME": str(params.get("dbname", "rag")),
+            "DBT_PROFILES_DIR": str(DBT_PROJECT),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+
+
+def run_dbt(settings: Settings, args: list[str]) -> int:
+    executable = Path(sys.executable).parent / "dbt"
+    return subprocess.run([str(executable), *args], cwd=DBT_PROJECT,
+                          env=dbt_environment(settings), check=False).returncode
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    @fail_cleanly
+    def dbt(ctx: typer.Context) -> None:
+        """Run dbt on the audit models, e.g. `rag dbt build` (arguments go to dbt)."""
+        settings = get_settings()
+        services.start_services(settings)
+        raise typer.Exit(code=run_dbt(settings, list(ctx.args) or ["build"]))
