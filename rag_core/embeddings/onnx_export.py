@@ -60,8 +60,12 @@ __all__ = [
     "read_manifest",
 ]
 
-EXPORT_FORMAT_VERSION = 1
-"""Bump when the export procedure changes in a way that changes the produced files."""
+EXPORT_FORMAT_VERSION = 2
+"""Bump when the export procedure changes the produced files; older exports are then redone.
+
+1: int8 quantised per tensor, every MatMul (min cosine ~0.89 vs sentence-transformers).
+2: int8 per channel, FFN output projections kept in fp32 (see ``_quantize_int8``).
+"""
 
 OPSET = 17
 MANIFEST_NAME = "manifest.json"
@@ -236,6 +240,7 @@ def _build_export(
         "max_tokens": MAX_TOKENS,
         "inputs": list(INPUT_NAMES),
         "output": OUTPUT_NAME,
+        "int8_quantization": "dynamic, QInt8 weights per channel, FFN output MatMuls in fp32",
         "torch_version": torch.__version__,
         "onnxruntime_version": onnxruntime.__version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
