@@ -121,8 +121,12 @@ class IsolationProbe:
             chunks = [ChunkToStore(f"probe chunk {i}", 3,
                                    hashlib.sha256(f"{tenant}:{i}".encode()).digest(), v)
                       for i, v in enumerate(vectors)]
-            document_id = self.store.add_document(tenant, f"probe://{tenant}", b"probe", chunks)
-            self.document_ids[tenant] = document_id
+            # Documents of at most 1,000 chunks: each insert into the HNSW-indexed table
+            # stays well inside the statement timeout even on a loaded machine.
+            for part, start in enumerate(range(0, size, 1000)):
+                document_id = self.store.add_document(
+                    tenant, f"probe://{tenant}/{part}", b"probe", chunks[start:start + 1000])
+                self.document_ids.setdefault(tenant, document_id)
             with self.db.tenant_session(tenant) as conn:
                 self.chunk_ids[tenant] = [int(r[0]) for r in conn.execute(
                     "SELECT chunk_id FROM rag.chunks WHERE tenant_id = %s", [tenant])]
