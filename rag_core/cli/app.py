@@ -13,6 +13,7 @@ from rag_core import services
 from rag_core import tenants as tenant_admin
 from rag_core.cli import bench_commands, dbt_commands, ingest_commands, query_commands
 from rag_core.cli._output import console, emit_json, fail_cleanly
+from rag_core.cli.eval_commands import eval_app
 from rag_core.config import get_settings
 from rag_core.db import migrations
 from rag_core.db.connection import resolve_targets
@@ -35,6 +36,7 @@ app.add_typer(tenant_app, name="tenant")
 ingest_commands.register(app)
 query_commands.register(app)
 dbt_commands.register(app)
+app.add_typer(eval_app, name="eval")
 app.add_typer(bench_commands.bench_app, name="bench")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]

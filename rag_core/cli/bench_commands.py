@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from rag_core import services
+from rag_core.cli import bench_embeddings, bench_index
 from rag_core.cli._output import console, emit_json, fail_cleanly
 from rag_core.config import get_settings
 from rag_core.ingestion.factory import embedder_from
@@ -17,6 +18,8 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "scifact" / "cor
 
 bench_app = typer.Typer(help="Benchmarks (print numbers; not part of the test suite).",
                         no_args_is_help=True)
+bench_embeddings.register(bench_app)
+bench_index.register(bench_app)
 
 
 @bench_app.command("ingest")

@@ -47,9 +47,12 @@ def bench_embeddings(
                             "(default 3, quick 1)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Throughput (texts/s, tokens/s), cold load, peak RSS, cosine agreement and SciFact
-    nDCG@10 of the three embedding backends, interleaved in one run; writes a report under
-    reports/embeddings/."""
+    """Compare FastEmbed fp32/int8 with sentence-transformers (same weights).
+
+    Throughput (texts/s, tokens/s) at several batch sizes in interleaved rounds, cold load
+    and peak RSS per backend process, cosine agreement and SciFact nDCG@10; writes a report
+    under reports/embeddings/.
+    """
     from evaluations.embedding_benchmark import (
         EmbeddingBenchmarkConfig,
         as_dict,

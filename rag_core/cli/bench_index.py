@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -53,22 +54,23 @@ def _print_table(outcome: IndexBenchmarkOutcome) -> None:
     tenants = [t["name"] for t in results["tenants"]]
     goal = results["goal"]
     table = Table(title="recall@10 · p95 ms per tenant (bold: meets the goal)")
-    table.add_column("strategy", overflow="fold")
+    table.add_column("strategy (see the report for labels)", overflow="fold")
     for name in tenants:
         table.add_column(name, justify="right")
     table.add_column("build s", justify="right")
     table.add_column("MB", justify="right")
-    for data in results["strategies"].values():
+    for sid, data in results["strategies"].items():
         cells = []
         for name in tenants:
             cell = data["tenants"][name]
             text = f"{cell['recall_at_10']:.3f} · {cell['p95_ms']:.1f}"
             ok = cell["recall_at_10"] >= goal["recall_at_10"] and cell["p95_ms"] <= goal["p95_ms"]
             cells.append(f"[bold green]{text}[/]" if ok else text)
-        table.add_row(data["label"], *cells,
+        table.add_row(sid, *cells,
                       "-" if data["build_s"] is None else f"{data['build_s']:.1f}",
                       "-" if data["index_mb"] is None else f"{data['index_mb']:.1f}")
-    console.print(table)
+    # piped output (logs, CI) gets a wide table instead of an 80-column one
+    (console if console.is_terminal else Console(width=150)).print(table)
     diskann = results["diskann"]
     console.print(f"diskann: {diskann if isinstance(diskann, str) else diskann.get('status')}")
     console.print(results["recommendation"]["verdict"])

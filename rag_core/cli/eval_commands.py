@@ -44,6 +44,10 @@ def eval_retrieval(
     k: Annotated[int, typer.Option(min=1, max=1000, help="chunks retrieved per query")] = 100,
     keep_tenant: Annotated[bool, typer.Option(
         help="keep the evaluation tenant (and its data) afterwards")] = False,
+    tenant: Annotated[str | None, typer.Option(
+        help="evaluate in this existing tenant (e.g. one kept by --keep-tenant) instead of "
+             "a fresh one: documents already stored are not embedded again; never deleted")]
+    = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest a BEIR corpus into a fresh tenant, run the split's queries through the real
@@ -68,7 +72,7 @@ def eval_retrieval(
 
         result = run_retrieval_eval(settings, db, embedder_from(settings), dataset, split,
                                     mode.value, k, limit_queries, keep_tenant=keep_tenant,
-                                    progress=progress)
+                                    tenant=tenant, progress=progress)
     _print(result)
     if as_json:
         emit_json(result)
@@ -89,4 +93,6 @@ def _print(result: dict[str, Any]) -> None:
         f"{result['judged_docs_not_ingested']}), {result['docs_per_query']} documents per "
         f"query, plans {result['plans']}, short results {result['short_results']}; ingest "
         f"{timings['ingest_s']}s, search {timings['search_s']}s (p50 "
-        f"{timings['query_ms_p50']} ms), run_id {result['run_id']}", highlight=False)
+        f"{timings['query_ms_p50']} ms), run_id {result['run_id']}, tenant "
+        f"{result['tenant_id']}{' (kept)' if result['tenant_kept'] else ' (deleted)'}",
+        highlight=False)

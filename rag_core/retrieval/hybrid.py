@@ -57,7 +57,7 @@ class TextHit:
     tenant_id: TenantId
     ordinal: int
     text: str
-    rank_score: float  # ts_rank_cd
+    rank_score: float  # ts_rank of the chunk's tsvector for the query
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""Prefect flow ``benchmark-embeddings``: FastEmbed fp32 / int8 vs sentence-transformers.
+
+The same library steps as ``rag bench embeddings`` (``evaluations.embedding_benchmark``), one
+task each, for scheduled runs on a process work pool: the measurements spawn their own worker
+processes (one per backend) and need the machine to themselves, so run it on a quiet worker.
+No retries: a benchmark that failed half-way is reported, not silently repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
+from evaluations.embedding_benchmark import (
+    BenchmarkOutcome,
+    EmbeddingBenchmarkConfig,
+    LoadSample,
+    Progress,
+    WarmResult,
+    Workload,
+    as_dict,
+    measure_cold_loads,
+    measure_warm,
+    prepare_workload,
+    summarize,
+    write_report,
+)
+from flows import _resources
+from rag_core.ingestion.chunking import ChunkingPolicy
+
+
+def _logged(total: int) -> Progress:
+    logger = get_run_logger()
+    return Progress(total, lambda description, _done, _total: logger.info(description))
+
+
+@task(name="prepare-embedding-workload", cache_policy=NO_CACHE)
+def prepare(config: EmbeddingBenchmarkConfig, state_dir: Path, workdir: Path) -> Workload:
+    workload = prepare_workload(config, state_dir, workdir)
+    get_run_logger().info("workload: %s", json.dumps(workload.description, default=str))
+    return workload
+
+
+@task(name="measure-cold-loads", cache_policy=NO_CACHE)
+def cold_loads(config: EmbeddingBenchmarkConfig, state_dir: Path,
+               workdir: Path) -> list[LoadSample]:
+    return measure_cold_loads(config, state_dir, workdir,
+                              _logged(len(config.backends) * (config.load_rounds - 1)))
+
+
+@task(name="measure-throughput-and-vectors", cache_policy=NO_CACHE)
+def warm_measurements(config: EmbeddingBenchmarkConfig, workload: Workload,
+                      state_dir: Path) -> WarmResult:
+    return measure_warm(config, workload, state_dir, _logged(0))
+
+
+@task(name="score-embeddings", cache_policy=NO_CACHE)
+def score(config: EmbeddingBenchmarkConfig, workload: Workload, loads: list[LoadSample],
+          warm: WarmResult) -> dict[str, Any]:
+    results = summarize(config, workload, loads, warm)
+    get_run_logger().info("goals: %s", results["goals"]["summary"])
+    return results
+
+
+@task(name="write-embedding-report", cache_policy=NO_CACHE)
+def report(results: dict[str, Any], command: str) -> str:
+    return str(write_report(results, command))
+
+
+@flow(name="benchmark-embeddings", log_prints=True)
+def benchmark_embeddings(
+    quick: bool = False,
+    batch_sizes: list[int] | None = None,
+    rounds: Annotated[int | None, Field(ge=1, le=100)] = None,
+    load_rounds: Annotated[int | None, Field(ge=1, le=20)] = None,
+    default_batch_size: Annotated[int | None, Field(ge=1, le=1024)] = None,
+) -> dict[str, Any]:
+    """Throughput, cold load, peak RSS, cosine agreement and SciFact nDCG@10 of the three
+    embedding backends; writes reports/embeddings/<timestamp>/ and returns its results."""
+    settings = _resources.settings()
+    config = EmbeddingBenchmarkConfig.preset(
+        quick, batch_sizes=batch_sizes, rounds=rounds, load_rounds=load_rounds,
+        default_batch_size=default_batch_size or settings.embed_batch_size,
+        chunking=ChunkingPolicy(max_tokens=settings.chunk_max_tokens,
+                                overlap_tokens=settings.chunk_overlap_tokens))
+    command = "prefect flow benchmark-embeddings " + json.dumps(
+        {"quick": quick, "batch_sizes": config.batch_sizes, "rounds": config.rounds,
+         "load_rounds": config.load_rounds, "default_batch_size": config.default_batch_size})
+    workdir = Path(tempfile.mkdtemp(prefix="rag-bench-embeddings-"))
+    try:
+        workload = prepare(config, settings.state_dir, workdir)
+        loads = cold_loads(config, settings.state_dir, workdir)
+        warm = warm_measurements(config, workload, settings.state_dir)
+        results = score(config, workload, loads, warm)
+        folder = report(results, command)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return as_dict(BenchmarkOutcome(results, Path(folder)))
+
+
+if __name__ == "__main__":
+    benchmark_embeddings()
