@@ -44,6 +44,8 @@ for _name, _value in {
     "RAGAS_DO_NOT_TRACK": "true",
 }.items():
     os.environ.setdefault(_name, _value)
+# Prefect warns (an error under filterwarnings=error) when its home folder is missing.
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
 def make_settings(**overrides: Any) -> Settings:
