@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DIMENSION, FloatMatrix
+from .base import DIMENSION, MAX_TOKENS, FloatMatrix, TokenCounter
+from .tokenizer import WordpieceTokenizer
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -83,3 +84,29 @@ def as_float_matrix(rows: object) -> FloatMatrix:
             f"embedding backend returned shape {matrix.shape}, expected (n, {DIMENSION})"
         )
     return matrix
+
+
+class MiniLMTokenMixin:
+    """What every backend of the MiniLM weights answers the same way: the shape of its
+    vectors, its input window, and token counting with the shared wordpiece tokenizer."""
+
+    _tokenizer: WordpieceTokenizer
+
+    @property
+    def dimension(self) -> int:
+        return DIMENSION
+
+    @property
+    def max_tokens(self) -> int:
+        return MAX_TOKENS
+
+    @property
+    def tokenizer(self) -> TokenCounter:
+        tokenizer: WordpieceTokenizer = self._tokenizer
+        return tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return self._tokenizer.count_tokens(text)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self._tokenizer.token_offsets(text)

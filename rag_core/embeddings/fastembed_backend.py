@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._common import (
+    MiniLMTokenMixin,
     as_float_matrix,
     check_texts,
     empty_matrix,
@@ -39,10 +40,10 @@ from ._common import (
     model_version,
     usable_cpus,
 )
-from .base import DIMENSION, MAX_TOKENS, MODEL_ID, FloatMatrix, TokenCounter
+from .base import DIMENSION, MODEL_ID, FloatMatrix
 from .errors import EmbeddingModelUnavailableError
 from .onnx_export import MANIFEST_NAME, ONNX_FILE, TOKENIZER_FILES, read_manifest
-from .tokenizer import WordpieceTokenizer, load_tokenizer
+from .tokenizer import load_tokenizer
 
 __all__ = ["FastEmbedEmbedder", "Variant"]
 
@@ -51,7 +52,7 @@ Variant = Literal["fp32", "int8"]
 _BACKEND_NAMES: dict[str, str] = {"fp32": "fastembed", "int8": "fastembed-int8"}
 
 
-class FastEmbedEmbedder:
+class FastEmbedEmbedder(MiniLMTokenMixin):
     """:class:`~rag_core.embeddings.base.Embedder` backed by FastEmbed + ONNX Runtime.
 
     ``export_dir`` is the folder written by ``export_onnx`` (holding ``manifest.json``,
@@ -112,25 +113,6 @@ class FastEmbedEmbedder:
     @property
     def backend(self) -> str:
         return _BACKEND_NAMES[self._variant]
-
-    @property
-    def dimension(self) -> int:
-        return DIMENSION
-
-    @property
-    def max_tokens(self) -> int:
-        return MAX_TOKENS
-
-    @property
-    def tokenizer(self) -> TokenCounter:
-        tokenizer: WordpieceTokenizer = self._tokenizer
-        return tokenizer
-
-    def count_tokens(self, text: str) -> int:
-        return self._tokenizer.count_tokens(text)
-
-    def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        return self._tokenizer.token_offsets(text)
 
     def embed_passages(self, texts: Sequence[str], batch_size: int = 64) -> FloatMatrix:
         return self._embed(texts, batch_size, query=False)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ._common import (
     WEIGHTS_FILE,
+    MiniLMTokenMixin,
     as_float_matrix,
     check_texts,
     empty_matrix,
@@ -27,16 +28,16 @@ from ._common import (
     sha256_file,
     usable_cpus,
 )
-from .base import DIMENSION, MAX_TOKENS, MODEL_ID, FloatMatrix, TokenCounter
+from .base import DIMENSION, MAX_TOKENS, MODEL_ID, FloatMatrix
 from .errors import EmbeddingModelUnavailableError
-from .tokenizer import WordpieceTokenizer, load_tokenizer
+from .tokenizer import load_tokenizer
 
 __all__ = ["SentenceTransformerEmbedder"]
 
 BACKEND = "sentence-transformers"
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(MiniLMTokenMixin):
     """:class:`~rag_core.embeddings.base.Embedder` backed by sentence-transformers."""
 
     def __init__(self, model_dir: Path | None = None, *, threads: int | None = None) -> None:
@@ -76,25 +77,6 @@ class SentenceTransformerEmbedder:
     @property
     def backend(self) -> str:
         return BACKEND
-
-    @property
-    def dimension(self) -> int:
-        return DIMENSION
-
-    @property
-    def max_tokens(self) -> int:
-        return MAX_TOKENS
-
-    @property
-    def tokenizer(self) -> TokenCounter:
-        tokenizer: WordpieceTokenizer = self._tokenizer
-        return tokenizer
-
-    def count_tokens(self, text: str) -> int:
-        return self._tokenizer.count_tokens(text)
-
-    def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        return self._tokenizer.token_offsets(text)
 
     def embed_passages(self, texts: Sequence[str], batch_size: int = 64) -> FloatMatrix:
         return self._embed(texts, batch_size)

@@ -28,7 +28,7 @@ from pgvector import Vector
 from rag_core.cache import QueryEmbeddingCache
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
-from rag_core.retrieval.retriever import Retrieval
+from rag_core.retrieval.retriever import Retrieval, embed_question
 from rag_core.retrieval.vector_store import RetrievedChunk, VectorStore, verify_rows_belong_to
 from rag_core.tenancy import TenantId, parse_tenant_id
 
@@ -129,12 +129,7 @@ class HybridRetriever:
         k = k or self.k
         depth = min(max(k, self.candidates), 1000)
         started = time.perf_counter()
-        vector = self.cache.get(tenant, question) if self.cache else None
-        hit = vector is not None
-        if vector is None:
-            vector = self.embedder.embed_queries([question])[0]
-            if self.cache:
-                self.cache.put(tenant, question, vector)
+        vector, hit = embed_question(self.embedder, self.cache, tenant, question)
         embedded = time.perf_counter()
         dense = self.store.search(tenant, vector, depth)
         dense_done = time.perf_counter()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from rag_core.cache import QueryEmbeddingCache
 from rag_core.embeddings.base import Embedder
 from rag_core.retrieval.vector_store import RetrievedChunk, VectorStore
@@ -26,6 +29,19 @@ class Retrieval:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def embed_question(embedder: Embedder, cache: QueryEmbeddingCache | None, tenant: TenantId,
+                   question: str) -> tuple[npt.NDArray[np.float32], bool]:
+    """The question's vector (from the tenant's query-embedding cache when present) and
+    whether it was a cache hit; a miss is embedded and stored."""
+    vector = cache.get(tenant, question) if cache else None
+    if vector is not None:
+        return vector, True
+    vector = embedder.embed_queries([question])[0]
+    if cache:
+        cache.put(tenant, question, vector)
+    return vector, False
+
+
 class Retriever:
     def __init__(self, embedder: Embedder, store: VectorStore,
                  cache: QueryEmbeddingCache | None = None, *, k: int = 5,
@@ -40,12 +56,7 @@ class Retriever:
                  k: int | None = None) -> Retrieval:
         tenant = parse_tenant_id(tenant_id)
         started = time.perf_counter()
-        vector = self.cache.get(tenant, question) if self.cache else None
-        hit = vector is not None
-        if vector is None:
-            vector = self.embedder.embed_queries([question])[0]
-            if self.cache:
-                self.cache.put(tenant, question, vector)
+        vector, hit = embed_question(self.embedder, self.cache, tenant, question)
         embedded = time.perf_counter()
         chunks = self.store.search(tenant, vector, k or self.k)
         searched = time.perf_counter()
