@@ -19,6 +19,7 @@ from evaluations.embedding_benchmark import (
     run_embedding_benchmark,
 )
 from rag_core.cli import bench_embeddings
+from rag_core.embeddings.registry import ensure_models
 from tests.conftest import TEST_STATE_DIR
 
 REQUIRED_KEYS = {
@@ -40,6 +41,7 @@ def tiny_config() -> EmbeddingBenchmarkConfig:
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, Path]:
     reports = tmp_path_factory.mktemp("reports")
+    ensure_models(TEST_STATE_DIR)  # a fresh clone has no ONNX export until something asks
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAG_REPORTS_DIR", str(reports))  # never write into the repository
         result = run_embedding_benchmark(tiny_config(), TEST_STATE_DIR,
