@@ -51,6 +51,7 @@ class BenchDatabase:
     dimension: int = DIMENSION
     tenant_ids: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    local_server: bool = False  # the server runs on this machine (backend CPU is readable)
 
     @property
     def product_index(self) -> str:
@@ -102,8 +103,11 @@ def create_bench_database(settings: Settings, name: str) -> BenchDatabase:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             sql.Identifier(name), sql.Literal(MARKER)))
+    host = str(conninfo_to_dict(targets.admin_url).get("host") or "")
+    local = targets.embedded or host in ("", "localhost", "127.0.0.1", "::1") \
+        or host.startswith("/")
     return BenchDatabase(_with_dbname(targets.admin_url, name), maintenance, name,
-                         settings.embedding_model_key)
+                         settings.embedding_model_key, local_server=local)
 
 
 def drop_bench_database(bench: BenchDatabase) -> None:

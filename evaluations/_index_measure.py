@@ -50,12 +50,48 @@ class CellResult:
     foreign_rows: int
     short_results: int
     loadavg_1m: float
+    # CPU time of the serving backend per query (None: server not on this machine). On an
+    # idle machine latency is about this plus the round trip; on a busy one wall-clock
+    # latency also holds the time spent waiting for a core. Parallel workers not included.
+    cpu_p50_ms: float | None = None
+    cpu_p95_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("recall_at_10", "p50_ms", "p95_ms", "qps_1", "qps_2"):
-            data[key] = round(float(data[key]), 4 if key == "recall_at_10" else 3)
+        for key in ("recall_at_10", "p50_ms", "p95_ms", "qps_1", "qps_2", "cpu_p50_ms",
+                    "cpu_p95_ms"):
+            if data[key] is not None:
+                data[key] = round(float(data[key]), 4 if key == "recall_at_10" else 3)
         return data
+
+
+class BackendClock:
+    """On-CPU nanoseconds of one server backend, from ``/proc/<pid>/schedstat`` (precise,
+    unlike the 10 ms ticks of ``/proc/<pid>/stat``). Only for a server on this machine."""
+
+    def __init__(self, conn: Connection, local: bool) -> None:
+        self._path: str | None = None
+        if not local:
+            return
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        if row is None:
+            return
+        pid = int(row[0])
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if not comm.read().startswith("postgres"):
+                    return
+            with open(f"/proc/{pid}/schedstat") as handle:
+                int(handle.read().split()[0])
+        except (OSError, ValueError):
+            return
+        self._path = f"/proc/{pid}/schedstat"
+
+    def read_ns(self) -> int | None:
+        if self._path is None:
+            return None
+        with open(self._path) as handle:
+            return int(handle.read().split()[0])
 
 
 # --- SQL of the strategies ---------------------------------------------------------------
@@ -71,6 +107,21 @@ def exact_query(bench: BenchDatabase) -> sql.Composed:
         "SELECT e.chunk_id FROM rag.chunk_embeddings e"
         " WHERE e.tenant_id = %(tenant)s AND e.model_key = {mk}"
         " ORDER BY (e.embedding::vector({d}) <=> %(q)s) + 0 LIMIT {k}").format(
+        mk=sql.Literal(bench.model_key), d=sql.Literal(bench.dimension), k=sql.Literal(K))
+
+
+def exact_topk_join_query(bench: BenchDatabase) -> sql.Composed:
+    """The exact plan as rag.search_chunks could run it: the K nearest vectors of the tenant
+    first, then the join to rag.chunks for their text (instead of joining every row of the
+    tenant and sorting the joined rows); same rows, same order."""
+    return sql.SQL(
+        "WITH c AS MATERIALIZED (SELECT e.chunk_id,"
+        " (e.embedding::vector({d}) <=> %(q)s) + 0 AS distance FROM rag.chunk_embeddings e"
+        " WHERE e.tenant_id = %(tenant)s AND e.model_key = {mk}"
+        " ORDER BY distance, e.chunk_id LIMIT {k})"
+        " SELECT c.chunk_id, ch.document_id, ch.tenant_id::text, ch.ordinal, ch.text,"
+        " c.distance FROM c JOIN rag.chunks ch ON ch.chunk_id = c.chunk_id"
+        " WHERE ch.tenant_id = %(tenant)s ORDER BY c.distance, c.chunk_id").format(
         mk=sql.Literal(bench.model_key), d=sql.Literal(bench.dimension), k=sql.Literal(K))
 
 
@@ -98,9 +149,13 @@ def binary_rerank_query(bench: BenchDatabase) -> sql.Composed:
         mk=sql.Literal(bench.model_key), d=sql.Literal(bench.dimension), k=sql.Literal(K))
 
 
-def partition_query() -> sql.Composed:
+def partition_query(*, exact: bool = False) -> sql.Composed:
+    # "+ 0" (exact): no index can serve the ORDER BY; enable_indexscan = off is not enough,
+    # PostgreSQL 18 still picks the (disabled) HNSW scan of a partition
+    order = "(embedding <=> %(q)s) + 0" if exact else "embedding <=> %(q)s"
     return sql.SQL("SELECT id FROM bench.items_part WHERE tenant_id = %(tenant)s"
-                   " ORDER BY embedding <=> %(q)s LIMIT {k}").format(k=sql.Literal(K))
+                   " ORDER BY {order} LIMIT {k}").format(order=sql.SQL(order),
+                                                         k=sql.Literal(K))
 
 
 def product_query(bench: BenchDatabase) -> sql.Composed:
@@ -150,6 +205,8 @@ def run_query(conn: Connection, strategy: Strategy, tenant_id: str,
 
 def _walk(node: dict[str, Any], found: list[str]) -> None:
     kind = str(node.get("Node Type", ""))
+    if kind.startswith("Gather"):
+        found.append(f"{kind} ({node.get('Workers Planned', '?')} workers)")
     if "Index Name" in node:
         found.append(f"{kind} using {node['Index Name']}")
     elif kind.endswith("Scan") and kind not in ("CTE Scan", "Subquery Scan", "Function Scan"):
@@ -200,7 +257,8 @@ def _concurrent_qps(conns: list[Connection], strategy: Strategy, tenant_id: str,
 
 def measure_tenant(conns: list[Connection], strategy: Strategy, dataset: Dataset,
                    tenant: TenantData, tenant_id: str, *, budget_s: float,
-                   min_queries: int, concurrent_queries: int) -> CellResult:
+                   min_queries: int, concurrent_queries: int,
+                   clock: BackendClock | None = None) -> CellResult:
     conn = conns[0]
     queries = tenant.queries
     plan = ""
@@ -212,14 +270,19 @@ def measure_tenant(conns: list[Connection], strategy: Strategy, dataset: Dataset
     for j in range(min(WARMUP_QUERIES, len(queries))):
         run_query(conn, strategy, tenant_id, queries[j])
     latencies: list[float] = []
+    cpu: list[float] = []
     recalls: list[float] = []
     foreign = short = 0
     product_plans: set[str] = set()
     started = time.perf_counter()
     for j in range(len(queries)):
+        cpu0 = clock.read_ns() if clock is not None else None
         t0 = time.perf_counter()
         ids, plans = run_query(conn, strategy, tenant_id, queries[j])
         latencies.append(time.perf_counter() - t0)
+        cpu1 = clock.read_ns() if clock is not None else None
+        if cpu0 is not None and cpu1 is not None:
+            cpu.append((cpu1 - cpu0) / 1e9)
         product_plans |= plans
         recall, foreign_rows = recall_at_k(dataset, tenant, j, ids)
         recalls.append(recall)
@@ -233,9 +296,12 @@ def measure_tenant(conns: list[Connection], strategy: Strategy, dataset: Dataset
     qps_2 = _concurrent_qps(conns[:2], strategy, tenant_id,
                             queries[:max(2, min(done, concurrent_queries))])
     p50, p95 = np.percentile(np.array(latencies) * 1000.0, [50, 95])
+    cpu_p50 = cpu_p95 = None
+    if len(cpu) == done:
+        cpu_p50, cpu_p95 = (float(v) for v in np.percentile(np.array(cpu) * 1000.0, [50, 95]))
     return CellResult(float(np.mean(recalls)), float(p50), float(p95),
                       done / max(sum(latencies), 1e-9), qps_2, done, plan, plan_ok, foreign,
-                      short, os.getloadavg()[0])
+                      short, os.getloadavg()[0], cpu_p50, cpu_p95)
 
 
 def measure_strategy(bench: BenchDatabase, dataset: Dataset, strategy: Strategy, *,
@@ -248,11 +314,13 @@ def measure_strategy(bench: BenchDatabase, dataset: Dataset, strategy: Strategy,
             conn.execute("SET statement_timeout = '120s'")
             for statement in strategy.setup:
                 conn.execute(statement)
+        clock = BackendClock(conns[0], bench.local_server)
         cells: dict[str, CellResult] = {}
         for tenant, tenant_id in zip(dataset.tenants, bench.tenant_ids, strict=True):
             cells[tenant.name] = measure_tenant(conns, strategy, dataset, tenant, tenant_id,
                                                 budget_s=budget_s, min_queries=min_queries,
-                                                concurrent_queries=concurrent_queries)
+                                                concurrent_queries=concurrent_queries,
+                                                clock=clock)
             if on_cell is not None:
                 on_cell(f"{strategy.label} · {tenant.name}")
         return cells

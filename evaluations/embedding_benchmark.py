@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from evaluations.metrics import evaluate_run
 from evaluations.reports import REPO_ROOT, Report
 from rag_core.embeddings import (
     MAX_TOKENS,
@@ -98,7 +98,8 @@ GOALS: tuple[tuple[str, str, str, str, float], ...] = (
      "fastembed_speedup", ">=", 1.3),
     ("fastembed_speedup_1.5x", "our goal: FastEmbed fp32 >= 1.5x sentence-transformers texts/s",
      "fastembed_speedup", ">=", 1.5),
-    ("fastembed_rss_0.6x", "our goal: FastEmbed fp32 peak RSS <= 0.6x sentence-transformers",
+    ("fastembed_rss_0.6x",
+     "our goal: FastEmbed fp32 peak RSS <= 0.6x sentence-transformers (default batch size)",
      "fastembed_rss_ratio", "<=", 0.6),
     ("int8_speedup_2.5x", "our goal: FastEmbed int8 >= 2.5x sentence-transformers texts/s",
      "int8_speedup", ">=", 2.5),
@@ -120,8 +121,9 @@ class EmbeddingBenchmarkConfig(BaseModel, frozen=True):
     default_batch_size: int = Field(default=32, ge=1, le=1024,
                                     description="batch size of the headline speed-ups")
     rounds: int = Field(default=5, ge=1, le=100, description="interleaved throughput rounds")
-    load_rounds: int = Field(default=3, ge=1, le=20,
-                             description="fresh processes per backend for cold-load and RSS")
+    probe_rounds: int = Field(default=1, ge=1, le=20, description=(
+        "rounds of fresh processes (one per backend and batch size) for cold load and "
+        "peak RSS"))
     passages: int = Field(default=240, ge=1, description="chunk texts in the throughput set")
     queries: int = Field(default=80, ge=1, description="query texts in the throughput set")
     long_texts: int = Field(default=64, ge=0,
@@ -165,7 +167,7 @@ class EmbeddingBenchmarkConfig(BaseModel, frozen=True):
         """Full mode (all 300 queries over the whole corpus, 5 rounds) or quick mode."""
         values: dict[str, Any] = {"quick": quick}
         if quick:
-            values.update(rounds=3, load_rounds=1, passages=96, queries=32, long_texts=16,
+            values.update(rounds=3, probe_rounds=1, passages=96, queries=32, long_texts=16,
                           eval_queries=50, distractors=300)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -205,7 +207,7 @@ class Progress:
 
 def planned_steps(config: EmbeddingBenchmarkConfig) -> int:
     backends = len(config.backends)
-    return (backends * (config.load_rounds - 1)  # cold-load probes
+    return (config.probe_rounds * len(config.batch_sizes) * backends  # cold-load/RSS probes
             + backends  # warm workers start (their start is a cold-load sample too)
             + 1  # warm-up
             + config.rounds * len(config.batch_sizes) * backends
@@ -237,6 +239,7 @@ class Workload:
     queries: TextSet
     long_texts: TextSet
     warmup: TextSet
+    longest: TextSet  # the longest chunks first: a memory probe embeds 2 batches of them
     eval_docs: TextSet
     eval_queries: TextSet
     eval_doc_ids: list[str]
@@ -353,6 +356,7 @@ def prepare_workload(config: EmbeddingBenchmarkConfig, state_dir: Path,
         queries=text_set("queries", "queries", short),
         long_texts=text_set("long_texts", "passages", long),
         warmup=text_set("warmup", "passages", chunks[:config.warmup_texts]),
+        longest=text_set("longest", "passages", sorted(chunks, key=count, reverse=True)),
         eval_docs=text_set("eval_docs", "passages", [_document_text(by_id[d])
                                                       for d in eval_doc_ids]),
         eval_queries=text_set("eval_queries", "queries", [queries[q] for q in eval_query_ids]),
@@ -500,10 +504,11 @@ def _workers(backends: Sequence[str], state_dir: Path, workdir: Path, tag: str,
             worker.close()
 
 
-# --- cold load -------------------------------------------------------------------------------
+# --- cold load and memory --------------------------------------------------------------------
 @dataclass(frozen=True)
 class LoadSample:
-    """One fresh process: start to first embedding, and its memory right then."""
+    """One fresh process: start to first embedding and its memory right then; for a memory
+    probe also its peak RSS after embedding two batches of the longest chunks."""
 
     backend: str
     round: int
@@ -511,14 +516,17 @@ class LoadSample:
     import_s: float
     load_s: float
     first_embed_s: float
-    peak_rss_bytes: int
+    load_rss_bytes: int
+    batch_size: int | None = None
+    peak_rss_bytes: int | None = None
 
     @classmethod
-    def of(cls, worker: _Worker, round_: int) -> LoadSample:
+    def of(cls, worker: _Worker, round_: int, batch_size: int | None = None,
+           peak_rss_bytes: int | None = None) -> LoadSample:
         ready = worker.ready
         return cls(worker.backend, round_, worker.startup_s, float(ready["import_s"]),
                    float(ready["load_s"]), float(ready["first_embed_s"]),
-                   int(ready["peak_rss_bytes"]))
+                   int(ready["peak_rss_bytes"]), batch_size, peak_rss_bytes)
 
 
 def _rotated(items: Sequence[str], by: int) -> list[str]:
@@ -526,19 +534,27 @@ def _rotated(items: Sequence[str], by: int) -> list[str]:
     return list(items[shift:]) + list(items[:shift])
 
 
-def measure_cold_loads(config: EmbeddingBenchmarkConfig, state_dir: Path, workdir: Path,
+def measure_cold_loads(config: EmbeddingBenchmarkConfig, workload: Workload, state_dir: Path,
                        progress: Progress | None = None) -> list[LoadSample]:
-    """``load_rounds - 1`` rounds of fresh processes per backend (the warm workers that
-    :func:`measure_warm` starts are the last round), rotating the order per round."""
+    """Fresh processes, one at a time: per round, per batch size, per backend (order
+    rotating). Each is a cold-load sample and measures the peak RSS of embedding two batches
+    of the longest chunks at that batch size (``ru_maxrss`` only grows, hence one process per
+    batch size). The warm workers of :func:`measure_warm` add one more cold-load sample."""
     samples: list[LoadSample] = []
-    for round_ in range(config.load_rounds - 1):
-        for backend in _rotated(config.backends, round_):
-            worker = _Worker(backend, state_dir, workdir / f"load-{round_}-{backend}.log",
-                             config.request_timeout_s)
-            worker.close()
-            samples.append(LoadSample.of(worker, round_))
-            if progress:
-                progress.step(f"cold load {backend}: {worker.startup_s:.1f} s")
+    for round_ in range(config.probe_rounds):
+        for bs_index, batch_size in enumerate(config.batch_sizes):
+            for backend in _rotated(config.backends, round_ + bs_index):
+                log = workload.workdir / f"probe-{round_}-{batch_size}-{backend}.log"
+                worker = _Worker(backend, state_dir, log, config.request_timeout_s)
+                try:
+                    worker.embed(workload.longest, batch_size, stop=2 * batch_size)
+                    peak = int(worker.request(op="stats")["peak_rss_bytes"])
+                finally:
+                    worker.close()
+                samples.append(LoadSample.of(worker, round_, batch_size, peak))
+                if progress:
+                    progress.step(f"probe {backend} batch {batch_size}: first embedding after "
+                                  f"{worker.startup_s:.1f} s, peak RSS {peak / 2**20:.0f} MiB")
     return samples
 
 
@@ -581,7 +597,7 @@ def measure_warm(config: EmbeddingBenchmarkConfig, workload: Workload, state_dir
     workdir = workload.workdir
     load_samples: list[LoadSample] = []
     load_average = [_load_average("start")]
-    last_round = config.load_rounds - 1
+    last_round = config.probe_rounds
 
     def started(worker: _Worker) -> None:
         load_samples.append(LoadSample.of(worker, last_round))
@@ -753,20 +769,10 @@ def agreement(config: EmbeddingBenchmarkConfig, workload: Workload,
     return result
 
 
-def _ranx() -> Any:
-    # ranx 0.3.21 has an invalid escape in a string literal: with warnings as errors (the
-    # test suite) and no cached bytecode, its import fails with a SyntaxError
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SyntaxWarning)
-        import ranx
-    return ranx
-
-
 def retrieval(config: EmbeddingBenchmarkConfig, workload: Workload, warm: WarmResult,
               top_k: int = 100) -> dict[str, dict[str, float]]:
-    """nDCG@10 and recall@100 per backend: exact cosine in numpy, metrics from ranx."""
-    ranx = _ranx()
-    qrels = ranx.Qrels.from_dict(workload.qrels)
+    """nDCG@10 and recall@100 per backend: exact cosine in numpy, metrics from
+    :func:`evaluations.metrics.evaluate_run` (ranx, same conventions as ``rag eval``)."""
     doc_ids = np.array(workload.eval_doc_ids)
     k = min(top_k, len(doc_ids))
     scores: dict[str, dict[str, float]] = {}
@@ -779,7 +785,7 @@ def retrieval(config: EmbeddingBenchmarkConfig, workload: Workload, warm: WarmRe
         for row, query_id in enumerate(workload.eval_query_ids):
             run[query_id] = {str(doc_ids[j]): float(similarity[row, j]) for j in top[row]}
         recall = f"recall@{top_k}"  # with fewer docs than top_k every doc is ranked
-        metrics = ranx.evaluate(qrels, ranx.Run.from_dict(run), ["ndcg@10", recall])
+        metrics = evaluate_run(workload.qrels, run, ["ndcg@10", recall]).metrics
         scores[backend] = {"ndcg@10": round(float(metrics["ndcg@10"]), 5),
                            recall: round(float(metrics[recall]), 5)}
     return scores
@@ -842,8 +848,13 @@ def summarize(config: EmbeddingBenchmarkConfig, workload: Workload,
         raise EmbeddingBenchmarkError(f"no speed-up measured for {backend}")
 
     mib = 2 ** 20
-    peak_mb = {b: round(v / mib, 1) for b, v in warm.peak_rss_bytes.items()}
-    load_rss_mb = {b: round(_median([s.peak_rss_bytes / mib for s in all_loads
+    # peak RSS of a fresh process embedding two batches of the longest chunks, per batch size
+    peak_by_batch = {b: {bs: round(_median([s.peak_rss_bytes / mib for s in loads
+                                            if s.backend == b and s.batch_size == bs
+                                            and s.peak_rss_bytes is not None]), 1)
+                         for bs in config.batch_sizes} for b in config.backends}
+    peak_mb = {b: peak_by_batch[b][config.default_batch_size] for b in config.backends}
+    load_rss_mb = {b: round(_median([s.load_rss_bytes / mib for s in all_loads
                                      if s.backend == b]), 1) for b in config.backends}
     load_detail: dict[str, dict[str, Any]] = {}
     for backend in config.backends:
@@ -880,6 +891,13 @@ def summarize(config: EmbeddingBenchmarkConfig, workload: Workload,
         "load": load_detail,
         "load_rss_mb": load_rss_mb,
         "peak_rss_mb": peak_mb,
+        "peak_rss_mb_by_batch": peak_by_batch,
+        "rss_ratio_by_batch": {b: {bs: round(peak_by_batch[b][bs]
+                                             / peak_by_batch[REFERENCE][bs], 3)
+                                   for bs in config.batch_sizes}
+                               for b in config.backends if b != REFERENCE},
+        "peak_rss_mb_throughput_worker": {b: round(v / mib, 1)
+                                          for b, v in warm.peak_rss_bytes.items()},
         "peak_rss_mb_after_retrieval": {b: round(v / mib, 1)
                                         for b, v in warm.final_peak_rss_bytes.items()},
         "throughput": throughput,
@@ -962,8 +980,9 @@ def write_report(results: dict[str, Any], command: str | None = None,
     goals = results["goals"]
     report.add(f"Mode: **{results['mode']}**. Default batch size "
                f"{results['default_batch_size']}; {results['config']['rounds']} interleaved "
-               f"round(s); {results['config']['load_rounds']} fresh process(es) per backend for "
-               f"cold load. Load average (1 min) during the run: "
+               f"round(s); {results['config']['probe_rounds']} round(s) of fresh processes (one "
+               f"per backend and batch size) for cold load and peak RSS. Load average "
+               f"(1 min) during the run: "
                f"{results['load_average']['min_1m']}-{results['load_average']['max_1m']} on "
                f"{results['load_average']['cpus']} CPUs." +
                (" **Quick mode: nDCG is on a subset (see Retrieval) and not comparable to the "
@@ -1008,14 +1027,25 @@ def write_report(results: dict[str, Any], command: str | None = None,
                   for bs in results["batch_sizes"]])
 
     report.add("## Cold load and memory (each backend in its own process)")
-    report.table(["backend", "start → first embedding s", "import s", "model load s",
-                  "first embed s", "RSS after first embedding MiB",
-                  "peak RSS under throughput MiB", "peak RSS ÷ ST"],
+    report.table(["backend", "start → first embedding s", "samples", "import s",
+                  "model load s", "first embed s", "RSS after first embedding MiB"],
                  [[b, _range(results["load"][b]["startup_s"], 2),
-                   results["load"][b]["import_s"], results["load"][b]["model_load_s"],
-                   results["load"][b]["first_embed_s"], results["load_rss_mb"][b],
-                   results["peak_rss_mb"][b],
-                   round(results["peak_rss_mb"][b] / results["peak_rss_mb"][REFERENCE], 3)]
+                   results["load"][b]["samples"], results["load"][b]["import_s"],
+                   results["load"][b]["model_load_s"], results["load"][b]["first_embed_s"],
+                   results["load_rss_mb"][b]]
+                  for b in results["backends"]])
+    sizes = results["batch_sizes"]
+    report.add("Peak RSS (MiB, `ru_maxrss`) of a fresh process per backend and batch size "
+               "that embedded two batches of the longest chunks (every batch at the 256-token "
+               "window), and the ratio to sentence-transformers; last columns: the long-lived "
+               "throughput worker after all rounds, and after the retrieval corpus:")
+    report.table(["backend", *[f"batch {bs}" for bs in sizes], *[f"÷ ST @{bs}" for bs in sizes],
+                  "throughput worker", "after retrieval"],
+                 [[b, *[results["peak_rss_mb_by_batch"][b][bs] for bs in sizes],
+                   *[round(results["peak_rss_mb_by_batch"][b][bs]
+                           / results["peak_rss_mb_by_batch"][REFERENCE][bs], 3) for bs in sizes],
+                   results["peak_rss_mb_throughput_worker"][b],
+                   results["peak_rss_mb_after_retrieval"][b]]
                   for b in results["backends"]])
 
     report.add("## Agreement with sentence-transformers (cosine)")
@@ -1062,7 +1092,9 @@ def write_report(results: dict[str, Any], command: str | None = None,
         "batch_size=1 so an int8 vector does not depend on its batch neighbours), so its "
         "rows differ only by noise.\n"
         "- Cold load = wall time from `Popen` to the worker's first embedding (interpreter "
-        "start, imports, model load, one short text); RSS = `ru_maxrss` of that process.\n"
+        "start, imports, model load, one short text), over every fresh process (memory "
+        "probes and throughput workers); RSS = `ru_maxrss` of that process. The headline "
+        "RSS ratio is at the default batch size.\n"
         f"- Long texts for agreement: {workload['long_texts']['texts']} whole abstracts over "
         "the window (truncated by every backend).\n"
         "- Numbers on a shared 2-core machine are noisy (±2x run to run in earlier "
@@ -1089,7 +1121,7 @@ def run_embedding_benchmark(config: EmbeddingBenchmarkConfig, state_dir: Path,
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-embeddings-"))
     try:
         workload = prepare_workload(config, state_dir, workdir)
-        loads = measure_cold_loads(config, state_dir, workdir, steps)
+        loads = measure_cold_loads(config, workload, state_dir, steps)
         warm = measure_warm(config, workload, state_dir, steps)
         results = summarize(config, workload, loads, warm, time.perf_counter() - started)
         steps.step("scored agreement and retrieval")

@@ -78,6 +78,7 @@ def run_retrieval_eval(settings: Settings, db: Database, embedder: Embedder,
         raise EvaluationError(f"k must be between 1 and 1000, got {k}")
     started_at = datetime.now(UTC)
     started = time.perf_counter()
+    commit = git_commit()  # the code that runs: read before a long run, not after it
     dataset = load_beir(Path(dataset_dir), split).limited(limit_queries)
     admin_url = resolve_targets(settings).admin_url
     _check_schema(admin_url, mode, record)
@@ -99,7 +100,7 @@ def run_retrieval_eval(settings: Settings, db: Database, embedder: Embedder,
                 tenant_admin.delete_tenant(conn, tenant)
     per_query = result.pop("per_query")
     result["timings"]["total_s"] = round(time.perf_counter() - started, 3)
-    result |= {"tenant_id": tenant, "tenant_kept": keep_tenant, "git_commit": git_commit(),
+    result |= {"tenant_id": tenant, "tenant_kept": keep_tenant, "git_commit": commit,
                "started_at": started_at.isoformat()}
     result["run_id"] = _record(admin_url, dataset, mode, result, per_query, started_at) \
         if record else None

@@ -48,11 +48,11 @@ def prepare(config: EmbeddingBenchmarkConfig, state_dir: Path, workdir: Path) ->
     return workload
 
 
-@task(name="measure-cold-loads", cache_policy=NO_CACHE)
-def cold_loads(config: EmbeddingBenchmarkConfig, state_dir: Path,
-               workdir: Path) -> list[LoadSample]:
-    return measure_cold_loads(config, state_dir, workdir,
-                              _logged(len(config.backends) * (config.load_rounds - 1)))
+@task(name="measure-cold-loads-and-memory", cache_policy=NO_CACHE)
+def cold_loads(config: EmbeddingBenchmarkConfig, workload: Workload,
+               state_dir: Path) -> list[LoadSample]:
+    probes = config.probe_rounds * len(config.batch_sizes) * len(config.backends)
+    return measure_cold_loads(config, workload, state_dir, _logged(probes))
 
 
 @task(name="measure-throughput-and-vectors", cache_policy=NO_CACHE)
@@ -79,24 +79,24 @@ def benchmark_embeddings(
     quick: bool = False,
     batch_sizes: list[int] | None = None,
     rounds: Annotated[int | None, Field(ge=1, le=100)] = None,
-    load_rounds: Annotated[int | None, Field(ge=1, le=20)] = None,
+    probe_rounds: Annotated[int | None, Field(ge=1, le=20)] = None,
     default_batch_size: Annotated[int | None, Field(ge=1, le=1024)] = None,
 ) -> dict[str, Any]:
     """Throughput, cold load, peak RSS, cosine agreement and SciFact nDCG@10 of the three
     embedding backends; writes reports/embeddings/<timestamp>/ and returns its results."""
     settings = _resources.settings()
     config = EmbeddingBenchmarkConfig.preset(
-        quick, batch_sizes=batch_sizes, rounds=rounds, load_rounds=load_rounds,
+        quick, batch_sizes=batch_sizes, rounds=rounds, probe_rounds=probe_rounds,
         default_batch_size=default_batch_size or settings.embed_batch_size,
         chunking=ChunkingPolicy(max_tokens=settings.chunk_max_tokens,
                                 overlap_tokens=settings.chunk_overlap_tokens))
     command = "prefect flow benchmark-embeddings " + json.dumps(
         {"quick": quick, "batch_sizes": config.batch_sizes, "rounds": config.rounds,
-         "load_rounds": config.load_rounds, "default_batch_size": config.default_batch_size})
+         "probe_rounds": config.probe_rounds, "default_batch_size": config.default_batch_size})
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-embeddings-"))
     try:
         workload = prepare(config, settings.state_dir, workdir)
-        loads = cold_loads(config, settings.state_dir, workdir)
+        loads = cold_loads(config, workload, settings.state_dir)
         warm = warm_measurements(config, workload, settings.state_dir)
         results = score(config, workload, loads, warm)
         folder = report(results, command)

@@ -42,9 +42,9 @@ def bench_embeddings(
         "--batch-size", min=1, max=1024,
         help="batch size to measure, repeatable (default 8, 32, 64 and the configured "
              "embed batch size)")] = None,
-    load_rounds: Annotated[int | None, typer.Option(
-        min=1, max=20, help="fresh processes per backend for cold load / RSS "
-                            "(default 3, quick 1)")] = None,
+    probe_rounds: Annotated[int | None, typer.Option(
+        min=1, max=20, help="rounds of fresh processes (one per backend and batch size) for "
+                            "cold load and peak RSS (default 1)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Compare FastEmbed fp32/int8 with sentence-transformers (same weights).
@@ -63,13 +63,13 @@ def bench_embeddings(
 
     settings = get_settings()
     config = EmbeddingBenchmarkConfig.preset(
-        quick, rounds=rounds, batch_sizes=batch_sizes or None, load_rounds=load_rounds,
+        quick, rounds=rounds, batch_sizes=batch_sizes or None, probe_rounds=probe_rounds,
         default_batch_size=settings.embed_batch_size,
         chunking=ChunkingPolicy(max_tokens=settings.chunk_max_tokens,
                                 overlap_tokens=settings.chunk_overlap_tokens))
     err_console.print(f"embedding benchmark ({'quick' if quick else 'full'} mode): batch sizes "
-                      f"{config.batch_sizes}, {config.rounds} rounds, {config.load_rounds} "
-                      f"cold load(s) per backend", highlight=False)
+                      f"{config.batch_sizes}, {config.rounds} rounds, {config.probe_rounds} "
+                      f"probe round(s)", highlight=False)
     if err_console.is_terminal:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console) as bar:

@@ -34,7 +34,7 @@ REQUIRED_KEYS = {
 def tiny_config() -> EmbeddingBenchmarkConfig:
     return EmbeddingBenchmarkConfig.preset(
         quick=True, passages=12, queries=4, long_texts=2, warmup_texts=4, batch_sizes=[4, 8],
-        default_batch_size=8, rounds=1, load_rounds=1, eval_queries=3, distractors=16,
+        default_batch_size=8, rounds=1, probe_rounds=1, eval_queries=3, distractors=16,
         settle_s=0)
 
 
@@ -81,6 +81,8 @@ def test_results_have_every_key_with_sane_values(
         assert 0.0 <= data["ndcg@10"][backend] <= 1.0
         assert data["load_s"][backend] > 0
         assert data["peak_rss_mb"][backend] > 50
+        assert set(data["peak_rss_mb_by_batch"][backend]) == {4, 8}
+        assert data["load"][backend]["samples"] == 3  # 2 memory probes + the warm worker
     assert data["int8_ndcg_loss"] == pytest.approx(
         data["ndcg@10"]["sentence-transformers"] - data["ndcg@10"]["fastembed-int8"], abs=1e-4)
     # one row per backend, batch size and kind; every cell measured in every round
@@ -131,5 +133,5 @@ def test_register_adds_the_embeddings_command() -> None:
 
     result = CliRunner().invoke(bench_app, ["embeddings", "--help"])
     assert result.exit_code == 0, result.output
-    for option in ("--quick", "--json", "--rounds", "--batch-size", "--load-rounds"):
+    for option in ("--quick", "--json", "--rounds", "--batch-size", "--probe-rounds"):
         assert option in result.output

@@ -49,7 +49,8 @@ from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.embeddings.base import Embedder
 from tests.conftest import TEST_STATE_DIR, make_settings
 
-CELL_KEYS = {"recall_at_10", "p50_ms", "p95_ms", "qps_1", "qps_2", "queries", "plan"}
+CELL_KEYS = {"recall_at_10", "p50_ms", "p95_ms", "qps_1", "qps_2", "queries", "plan",
+             "cpu_p50_ms", "cpu_p95_ms", "loadavg_1m"}
 
 
 def tiny_config(**overrides: Any) -> IndexBenchConfig:
@@ -90,11 +91,14 @@ def test_report_is_well_formed(outcome: tuple[dict[str, Any], Path, Path, str]) 
     assert stored["benchmark"] == "index"
     results = stored["results"]
     assert isinstance(results["default_meets_goal"], bool)
+    assert isinstance(results["default_meets_goal_wall_clock"], bool)
+    # the goal is judged on wall-clock latency unless the config asks for backend CPU time
+    assert results["latency_basis"] == "wall"
     tenants = [t["name"] for t in results["tenants"]]
     assert len(tenants) == 5
     assert [t["rows"] for t in results["tenants"]] == [30, 150, 300, 1020, 1500]
     strategies = results["strategies"]
-    assert {"exact_btree", "product_default", "product_forced_exact",
+    assert {"exact_btree", "exact_topk_then_join", "product_default", "product_forced_exact",
             "product_forced_hnsw_ef100", "hnsw_ef100_off", "hnsw_ef100_relaxed_order"} \
         <= strategies.keys()
     for sid, strategy in strategies.items():
@@ -105,6 +109,7 @@ def test_report_is_well_formed(outcome: tuple[dict[str, Any], Path, Path, str]) 
             assert 0.0 <= cell["recall_at_10"] <= 1.0, (sid, tenant)
             assert 0 < cell["p50_ms"] <= cell["p95_ms"], (sid, tenant)
             assert cell["qps_1"] > 0 and cell["qps_2"] > 0, (sid, tenant)
+            assert 0 <= cell["cpu_p50_ms"] <= cell["cpu_p95_ms"], (sid, tenant)
             assert cell["foreign_rows"] == 0, (sid, tenant)
     # exact search is the ground truth's own definition
     for cell in strategies["exact_btree"]["tenants"].values():
@@ -272,7 +277,7 @@ def test_cli_prints_one_json_object_last(env_settings: Path, embedder: Embedder)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["ok"] is True and payload["diskann"] == "not installed"
-    assert set(payload["strategies"]) == {"exact_btree"}
+    assert set(payload["strategies"]) == {"exact_btree", "exact_topk_then_join"}
     assert Path(payload["report"]).parent == env_settings / "index"
     assert isinstance(payload["default_meets_goal"], bool)
 
@@ -309,9 +314,32 @@ def test_flow_runs_the_same_stages(prefect_harness: None, env_settings: Path,
                                   queries_per_tenant=2, real_chunks=40,
                                   phases=["exact", "hnsw", "diskann"])
     assert summary["diskann"] == "not installed"
-    assert {"exact_btree", "hnsw_ef100_off", "hnsw_ef100_relaxed_order"} == set(
-        summary["strategies"])
+    assert {"exact_btree", "exact_topk_then_join", "hnsw_ef100_off",
+            "hnsw_ef100_relaxed_order"} == set(summary["strategies"])
     for strategy in summary["strategies"].values():
         assert len(strategy["tenants"]) == 5
     assert Path(summary["report"]).parent == env_settings / "index"
     assert not _database_exists(pg_server, database)
+
+
+def test_latency_basis_is_wall_clock_unless_cpu_is_asked_and_measured() -> None:
+    from psycopg import sql as pgsql
+
+    from evaluations._index_measure import CellResult, Strategy
+    from evaluations.index_benchmark import latency_basis, meets_goal
+
+    def cell(p95_ms: float, cpu_p95_ms: float | None) -> CellResult:
+        return CellResult(0.99, p95_ms / 2, p95_ms, 100.0, 150.0, 30, "exact", True, 0, 0,
+                          1.0, cpu_p95_ms and cpu_p95_ms / 2, cpu_p95_ms)
+
+    strategy = Strategy("s", "exact", "s", "s", 0, pgsql.Composed([]))
+    slow_wall = cell(p95_ms=25.0, cpu_p95_ms=4.0)  # a busy machine: waiting for a core
+    with_cpu = [StrategyResult(strategy, None, None, {"t": slow_wall})]
+    without_cpu = [StrategyResult(strategy, None, None, {"t": cell(25.0, None)})]
+
+    assert latency_basis(IndexBenchConfig(), with_cpu) == "wall"  # the default
+    assert latency_basis(IndexBenchConfig(latency_basis="auto"), with_cpu) == "cpu"
+    assert latency_basis(IndexBenchConfig(latency_basis="cpu"), without_cpu) == "wall"
+    config = IndexBenchConfig()
+    assert not meets_goal(slow_wall, config, "wall")
+    assert meets_goal(slow_wall, config, "cpu")
