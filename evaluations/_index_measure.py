@@ -111,9 +111,9 @@ def exact_query(bench: BenchDatabase) -> sql.Composed:
 
 
 def exact_topk_join_query(bench: BenchDatabase) -> sql.Composed:
-    """The exact plan as rag.search_chunks could run it: the K nearest vectors of the tenant
-    first, then the join to rag.chunks for their text (instead of joining every row of the
-    tenant and sorting the joined rows); same rows, same order."""
+    """The exact plan of rag.search_chunks since migration 0005: the K nearest vectors of the
+    tenant first, then the join to rag.chunks for their text (instead of joining every row
+    of the tenant and sorting the joined rows); same rows, same order."""
     return sql.SQL(
         "WITH c AS MATERIALIZED (SELECT e.chunk_id,"
         " (e.embedding::vector({d}) <=> %(q)s) + 0 AS distance FROM rag.chunk_embeddings e"
@@ -122,6 +122,19 @@ def exact_topk_join_query(bench: BenchDatabase) -> sql.Composed:
         " SELECT c.chunk_id, ch.document_id, ch.tenant_id::text, ch.ordinal, ch.text,"
         " c.distance FROM c JOIN rag.chunks ch ON ch.chunk_id = c.chunk_id"
         " WHERE ch.tenant_id = %(tenant)s ORDER BY c.distance, c.chunk_id").format(
+        mk=sql.Literal(bench.model_key), d=sql.Literal(bench.dimension), k=sql.Literal(K))
+
+
+def exact_join_all_query(bench: BenchDatabase) -> sql.Composed:
+    """The exact plan as migration 0001's rag.search_chunks ran it: every row of the tenant
+    joined to rag.chunks (text included), then sorted; 0005 replaced it with
+    :func:`exact_topk_join_query`. Kept as the baseline of that change."""
+    return sql.SQL(
+        "SELECT ch.chunk_id, ch.document_id, ch.tenant_id::text, ch.ordinal, ch.text,"
+        " (e.embedding::vector({d}) <=> %(q)s) + 0 AS distance"
+        " FROM rag.chunk_embeddings e JOIN rag.chunks ch ON ch.chunk_id = e.chunk_id"
+        " WHERE e.tenant_id = %(tenant)s AND ch.tenant_id = %(tenant)s AND e.model_key = {mk}"
+        " ORDER BY distance, ch.chunk_id LIMIT {k}").format(
         mk=sql.Literal(bench.model_key), d=sql.Literal(bench.dimension), k=sql.Literal(K))
 
 

@@ -61,6 +61,7 @@ from evaluations._index_measure import (
     Strategy,
     ann_query,
     binary_rerank_query,
+    exact_join_all_query,
     exact_query,
     exact_topk_join_query,
     explain,
@@ -344,7 +345,7 @@ def abandon(context: BenchContext) -> None:
 # --- phases -------------------------------------------------------------------------------
 def planned_cells(config: IndexBenchConfig, tenants: int) -> int:
     per_phase = {
-        "exact": 2,
+        "exact": 3,
         "product": 2 + len(config.product_ef),
         "hnsw": len(config.hnsw_ef) * len(config.hnsw_modes) + len(config.hnsw_strict_ef),
         "ivfflat": len(config.ivf_probes) * len(config.ivf_modes),
@@ -405,11 +406,17 @@ def _phase_exact(context: BenchContext, sink: ProgressSink) -> list[StrategyResu
                         exact_query(bench), {"index": "btree (tenant_id, model_key)"},
                         expect_index=())
     joined = Strategy("exact_topk_then_join", "exact",
-                      "exact, top 10 first, then join rag.chunks", "exact, top-k then join", 0,
-                      exact_topk_join_query(bench), {"index": "btree (tenant_id, model_key)"})
+                      "exact, top 10 first, then join rag.chunks (0005)",
+                      "exact, top-k then join", 0, exact_topk_join_query(bench),
+                      {"index": "btree (tenant_id, model_key)"})
+    join_all = Strategy("exact_join_all_then_topk", "exact",
+                        "exact, join every row to rag.chunks, then top 10 (0001)",
+                        "exact, join then top-k", 0, exact_join_all_query(bench),
+                        {"index": "btree (tenant_id, model_key)"})
     build_s = context.timings["btree_build_s"]
     return [_measure(context, strategy, sink, build_s, size),
-            _measure(context, joined, sink, build_s, size)]
+            _measure(context, joined, sink, build_s, size),
+            _measure(context, join_all, sink, build_s, size)]
 
 
 def _ensure_product_index(context: BenchContext) -> dict[str, Any]:

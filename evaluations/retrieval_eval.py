@@ -9,6 +9,12 @@
    document's score is its best chunk's score (cosine similarity for dense, the fused RRF
    score for hybrid), each document once. A query may therefore rank fewer than ``k``
    documents (``docs_per_query``).
+   ``document_score="first_chunk"`` scores a document by its first chunk only (ordinal 0:
+   title plus the start of the text, cut at the model window), which is what MTEB embeds
+   for a document (``title + " " + text`` truncated at 256 tokens). With it the platform
+   must reproduce the model's published SciFact nDCG@10: a check that storage and search
+   lose nothing. Pass a large ``k`` (e.g. 1000) with it, since the other chunks retrieved
+   are dropped.
 3. nDCG@10, Recall@10, Recall@100 and MRR@10 are computed by ``evaluations.metrics``
    (trec_eval/pytrec_eval definitions, as BEIR and MTEB report them).
 4. The run is recorded in ``rag.benchmark_runs`` (config, metrics, per-query values,
@@ -50,6 +56,8 @@ from rag_core.tenancy import TenantId, parse_tenant_id
 
 Mode = Literal["dense", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "hybrid")
+DocumentScore = Literal["best_chunk", "first_chunk"]
+DOCUMENT_SCORES: tuple[str, ...] = ("best_chunk", "first_chunk")
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
 _RECORD = """
@@ -68,12 +76,15 @@ def run_retrieval_eval(settings: Settings, db: Database, embedder: Embedder,
                        dataset_dir: Path, split: str = "test", mode: Mode = "dense",
                        k: int = 100, limit_queries: int | None = None, *,
                        keep_tenant: bool = False, tenant: TenantId | str | None = None,
-                       record: bool = True,
+                       record: bool = True, document_score: DocumentScore = "best_chunk",
                        progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Ingest ``dataset_dir``'s corpus into a fresh tenant (or ``tenant``), run the split's
     queries, score them and record the run."""
     if mode not in MODES:
         raise EvaluationError(f"mode must be one of {MODES}, got {mode!r}")
+    if document_score not in DOCUMENT_SCORES:
+        raise EvaluationError(f"document_score must be one of {DOCUMENT_SCORES}, "
+                              f"got {document_score!r}")
     if not 1 <= k <= 1000:
         raise EvaluationError(f"k must be between 1 and 1000, got {k}")
     started_at = datetime.now(UTC)
@@ -93,7 +104,8 @@ def run_retrieval_eval(settings: Settings, db: Database, embedder: Embedder,
                 raise UnknownTenantError(tenant)
     keep_tenant = keep_tenant or existing
     try:
-        result = _evaluate(settings, db, embedder, dataset, tenant, mode, k, progress)
+        result = _evaluate(settings, db, embedder, dataset, tenant, mode, k, document_score,
+                           progress)
     finally:
         if not keep_tenant:
             with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -108,7 +120,7 @@ def run_retrieval_eval(settings: Settings, db: Database, embedder: Embedder,
 
 
 def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: BeirDataset,
-              tenant: TenantId, mode: Mode, k: int,
+              tenant: TenantId, mode: Mode, k: int, document_score: DocumentScore,
               progress: ProgressCallback | None) -> dict[str, Any]:
     store = store_from(settings, db)
     policy = worker_policy_from(settings)
@@ -149,7 +161,8 @@ def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: Bei
         began = time.perf_counter()
         retrieval = retriever.retrieve(tenant, text, k)
         latencies.append((time.perf_counter() - began) * 1000)
-        run[query_id] = documents_from_chunks(retrieval, doc_ids)
+        run[query_id] = documents_from_chunks(retrieval, doc_ids,
+                                              first_chunk_only=document_score == "first_chunk")
         plans.update({_plan(retrieval)})
         short += len(retrieval.chunks) < k
         if progress is not None:
@@ -161,6 +174,7 @@ def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: Bei
     eval_s = time.perf_counter() - scoring_started
     config = {
         "k": k, "queries_limited_to": len(dataset.queries), "mode": mode,
+        "document_score": document_score,
         "embedding_backend": embedder.backend, "model_id": embedder.model_id,
         "model_version": embedder.model_version, "model_key": store.model_key,
         "chunk_max_tokens": policy.chunking.max_tokens,
@@ -209,16 +223,20 @@ def _check_schema(admin_url: str, mode: Mode, record: bool) -> None:
                               "search): run `rag db upgrade`")
 
 
-def documents_from_chunks(retrieval: Retrieval, doc_ids: dict[int, str]) -> dict[str, float]:
+def documents_from_chunks(retrieval: Retrieval, doc_ids: dict[int, str], *,
+                          first_chunk_only: bool = False) -> dict[str, float]:
     """Chunks (best first) → {document id: its best chunk's score}.
 
     The score is the cosine similarity for a dense retrieval and the fused RRF score for a
-    hybrid one (the order the retriever returned).
+    hybrid one (the order the retriever returned). ``first_chunk_only``: only chunks with
+    ordinal 0 count (a document is scored by its first window, as MTEB truncates it).
     """
     scores = [h.score for h in retrieval.fused] if isinstance(retrieval, HybridRetrieval) \
         else [c.score for c in retrieval.chunks]
     documents: dict[str, float] = {}
     for chunk, score in zip(retrieval.chunks, scores, strict=True):
+        if first_chunk_only and chunk.ordinal != 0:
+            continue
         doc = doc_ids[chunk.document_id]
         if doc not in documents or score > documents[doc]:
             documents[doc] = score

@@ -30,6 +30,11 @@ class RetrievalMode(StrEnum):
     hybrid = "hybrid"
 
 
+class DocumentScore(StrEnum):
+    best_chunk = "best-chunk"
+    first_chunk = "first-chunk"
+
+
 @eval_app.command("retrieval")
 @fail_cleanly
 def eval_retrieval(
@@ -48,6 +53,9 @@ def eval_retrieval(
         help="evaluate in this existing tenant (e.g. one kept by --keep-tenant) instead of "
              "a fresh one: documents already stored are not embedded again; never deleted")]
     = None,
+    document_score: Annotated[DocumentScore, typer.Option(
+        help="a document's score: its best chunk's, or its first chunk's only (MTEB's "
+             "truncated document; use with --k 1000)")] = DocumentScore.best_chunk,
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest a BEIR corpus into a fresh tenant, run the split's queries through the real
@@ -72,7 +80,11 @@ def eval_retrieval(
 
         result = run_retrieval_eval(settings, db, embedder_from(settings), dataset, split,
                                     mode.value, k, limit_queries, keep_tenant=keep_tenant,
-                                    tenant=tenant, progress=progress)
+                                    tenant=tenant,
+                                    document_score="first_chunk"
+                                    if document_score is DocumentScore.first_chunk
+                                    else "best_chunk",
+                                    progress=progress)
     _print(result)
     if as_json:
         emit_json(result)
@@ -80,7 +92,8 @@ def eval_retrieval(
 
 def _print(result: dict[str, Any]) -> None:
     table = Table(title=f"retrieval: {result['dataset']}/{result['split']}, {result['mode']}, "
-                        f"top {result['k']} chunks")
+                        f"top {result['k']} chunks, document score "
+                        f"{result['config']['document_score'].replace('_', ' ')}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for metric in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):

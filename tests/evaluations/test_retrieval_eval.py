@@ -18,7 +18,7 @@ import pytest
 
 from evaluations.beir import BeirDatasetError, load_beir
 from evaluations.metrics import METRICS
-from evaluations.retrieval_eval import run_retrieval_eval
+from evaluations.retrieval_eval import documents_from_chunks, run_retrieval_eval
 from rag_core import services
 from rag_core import tenants as tenant_admin
 from rag_core.config import Settings
@@ -27,7 +27,8 @@ from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.errors import CrossTenantLeakError
 from rag_core.retrieval.hybrid import HybridRetriever, reciprocal_rank_fusion
-from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
+from rag_core.retrieval.retriever import Retrieval
+from rag_core.retrieval.vector_store import ChunkToStore, RetrievedChunk, VectorStore
 from rag_core.tenancy import TenantId
 from tests.conftest import REPO_ROOT
 
@@ -131,6 +132,23 @@ def test_dense_eval_end_to_end(settings: Settings, db: Database, embedder: Embed
     assert not _tenant_exists(settings, result["tenant_id"])  # cleaned up
 
 
+def test_documents_take_their_best_chunk_or_only_their_first() -> None:
+    tenant = TenantId("tn_" + "a" * 32)
+
+    def chunk(chunk_id: int, document_id: int, ordinal: int, distance: float) -> RetrievedChunk:
+        return RetrievedChunk(chunk_id, document_id, tenant, ordinal, "t", distance, "exact")
+
+    # best first: doc 1's second window beats every first window
+    retrieval = Retrieval([chunk(11, 1, 1, 0.10), chunk(20, 2, 0, 0.20), chunk(10, 1, 0, 0.40),
+                           chunk(31, 3, 2, 0.50)], False, 0.0, 0.0, False)
+    doc_ids = {1: "d1", 2: "d2", 3: "d3"}
+    assert documents_from_chunks(retrieval, doc_ids) == pytest.approx(
+        {"d1": 0.90, "d2": 0.80, "d3": 0.50})
+    # MTEB's view: a document is its first window; d3's first window was not retrieved
+    assert documents_from_chunks(retrieval, doc_ids, first_chunk_only=True) == pytest.approx(
+        {"d2": 0.80, "d1": 0.60})
+
+
 def test_hybrid_eval_on_another_split_and_a_kept_tenant_reused(
         settings: Settings, db: Database, embedder: Embedder, tiny_beir: Path) -> None:
     result = run_retrieval_eval(settings, db, embedder, tiny_beir, split="dev", mode="hybrid",
@@ -146,11 +164,13 @@ def test_hybrid_eval_on_another_split_and_a_kept_tenant_reused(
 
         # The kept tenant serves another run: nothing is embedded or stored again.
         again = run_retrieval_eval(settings, db, embedder, tiny_beir, split="dev",
-                                   tenant=result["tenant_id"], limit_queries=1)
+                                   tenant=result["tenant_id"], limit_queries=1,
+                                   document_score="first_chunk")
         assert (again["tenant_id"], again["tenant_kept"]) == (result["tenant_id"], True)
         assert (again["ingested_now"], again["docs"], again["chunks"]) == \
             (0, 30, result["chunks"])
         assert again["mode"] == "dense" and _tenant_exists(settings, result["tenant_id"])
+        assert again["config"]["document_score"] == "first_chunk"
     finally:
         with psycopg.connect(resolve_targets(settings).admin_url, autocommit=True) as conn:
             tenant_admin.delete_tenant(conn, result["tenant_id"])
