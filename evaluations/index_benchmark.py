@@ -112,6 +112,7 @@ class IndexBenchConfig(BaseModel, frozen=True):
     binary_candidates: tuple[int, ...] = (100, 400)
     partition_ef: tuple[int, ...] = (40, 100, 200, 400)
     partition_exact_max_rows: int = 10_000
+    partition_hnsw: tuple[int, int] = (16, 64)  # (m, ef_construction) of each partition's graph
     product_ef: tuple[int, ...] = (100, 200, 400, 800)
     diskann_search_list: tuple[int, ...] = (100, 200)
     cell_budget_s: float = Field(default=15.0, gt=0)
@@ -138,6 +139,10 @@ class IndexBenchConfig(BaseModel, frozen=True):
         bad = set(self.hnsw_modes) - set(ITERATIVE_MODES)
         if bad:
             raise ValueError(f"unknown iterative modes {sorted(bad)}")
+        m, ef_construction = self.partition_hnsw
+        if not 2 <= m <= 100 or not 2 * m <= ef_construction <= 1000:
+            raise ValueError(f"partition_hnsw (m, ef_construction) = {self.partition_hnsw}: "
+                             "pgvector needs 2 <= m <= 100 and 2*m <= ef_construction <= 1000")
         return self
 
     @classmethod
@@ -671,14 +676,16 @@ def _phase_partition(context: BenchContext, sink: ProgressSink) -> list[Strategy
     context.timings["copy_partitioned_s"] = load_partitioned_table(bench, dataset)
     indexed: list[str] = []
     build_s = 0.0
+    m, ef_construction = config.partition_hnsw
+    graph = "" if config.partition_hnsw == (16, 64) else f"m {m} efc {ef_construction} "
     for t, tenant in enumerate(dataset.tenants):
         if tenant.rows <= config.partition_exact_max_rows:
             continue
         name = f"{partition_name(t)}_hnsw"
         info = _build(context, f"partition_{tenant.name}", name, _psql(
             "CREATE INDEX {name} ON bench.{part} USING hnsw (embedding vector_cosine_ops)"
-            " WITH (m = 16, ef_construction = 64)", name=name, part=partition_name(t)),
-            schema="bench")
+            " WITH (m = {m}, ef_construction = {efc})", name=name, part=partition_name(t),
+            m=m, efc=ef_construction), schema="bench")
         build_s += info["build_s"]
         indexed.append(name)
     with bench.connect() as conn:
@@ -692,9 +699,10 @@ def _phase_partition(context: BenchContext, sink: ProgressSink) -> list[Strategy
         strategy = Strategy(
             f"partition_ef{ef}", "partition",
             f"partition per tenant (exact <= {config.partition_exact_max_rows:,} rows, "
-            f"else HNSW ef {ef})", "partition per tenant", ef, partition_query(),
-            {"exact_max_rows": config.partition_exact_max_rows, "m": 16,
-             "ef_construction": 64, "ef_search": ef, "hnsw_partitions": indexed},
+            f"else HNSW {graph}ef {ef})", f"partition per tenant {graph}".strip(), ef,
+            partition_query(),
+            {"exact_max_rows": config.partition_exact_max_rows, "m": m,
+             "ef_construction": ef_construction, "ef_search": ef, "hnsw_partitions": indexed},
             index_settings(ef_search=ef, force_index=False),
             expect_index=())
         results.append(_measure(context, strategy, sink, build_s, size))

@@ -63,7 +63,7 @@ def _run(key: str) -> tuple[BenchContext, _LogProgress]:
 @task(name="index-bench-data", cache_policy=NO_CACHE)
 def build_data(quick: bool, keep_db: bool, database: str, vectors: int | None,
                queries_per_tenant: int | None, real_chunks: int | None,
-               phases: list[str] | None) -> str:
+               phases: list[str] | None, partition_hnsw: list[int] | None = None) -> str:
     """Embed the SciFact texts (cached), draw the synthetic rows, compute exact neighbours."""
     settings = _resources.settings()
     overrides: dict[str, Any] = {"keep_db": keep_db, "database": database}
@@ -75,6 +75,8 @@ def build_data(quick: bool, keep_db: bool, database: str, vectors: int | None,
         overrides["real_chunks"] = real_chunks
     if phases is not None:
         overrides["phases"] = tuple(phases)
+    if partition_hnsw is not None:
+        overrides["partition_hnsw"] = tuple(partition_hnsw)
     config = (IndexBenchConfig.quick if quick else IndexBenchConfig.full)(**overrides)
     ensure_models(settings.state_dir)
     embedder = load_embedder("fastembed", state_dir=settings.state_dir)
@@ -110,15 +112,17 @@ def write_report(key: str) -> dict[str, Any]:
 @flow(name="benchmark-index", log_prints=True)
 def benchmark_index(quick: bool = False, keep_db: bool = False, database: str = "bench_index",
                     vectors: int | None = None, queries_per_tenant: int | None = None,
-                    real_chunks: int | None = None,
-                    phases: list[str] | None = None) -> dict[str, Any]:
+                    real_chunks: int | None = None, phases: list[str] | None = None,
+                    partition_hnsw: list[int] | None = None) -> dict[str, Any]:
     """Measure every index strategy on every tenant; returns the summary of ``--json``
     (report folder, per-strategy per-tenant numbers, ``default_meets_goal``, ``diskann``).
 
     ``vectors``, ``queries_per_tenant``, ``real_chunks`` (real SciFact chunks embedded) and
     ``phases`` (subset of exact, product, hnsw, ivfflat, halfvec, binary, hnsw_extra, diskann,
-    partition) override the preset chosen by ``quick``."""
-    key = build_data(quick, keep_db, database, vectors, queries_per_tenant, real_chunks, phases)
+    partition) and ``partition_hnsw`` ([m, ef_construction] of the partitions' graphs)
+    override the preset chosen by ``quick``."""
+    key = build_data(quick, keep_db, database, vectors, queries_per_tenant, real_chunks, phases,
+                     partition_hnsw)
     try:
         try:
             load_database(key)

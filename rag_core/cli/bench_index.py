@@ -77,6 +77,17 @@ def _print_table(outcome: IndexBenchmarkOutcome) -> None:
     console.print(f"report: {outcome.folder}")
 
 
+def _pair(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError(text)
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        raise typer.BadParameter(f"expected M,EF_CONSTRUCTION (two integers), got {text!r}",
+                                 param_hint="--partition-hnsw") from None
+
+
 def register(bench_app: typer.Typer) -> None:
     @bench_app.command("index")
     @fail_cleanly
@@ -99,6 +110,9 @@ def register(bench_app: typer.Typer) -> None:
         phase: Annotated[list[str] | None, typer.Option(
             "--phase", help="only these phases (repeat): exact, product, hnsw, ivfflat, "
                             "halfvec, binary, hnsw_extra, diskann, partition")] = None,
+        partition_hnsw: Annotated[str | None, typer.Option(
+            help="M,EF_CONSTRUCTION of the per-tenant partitions' HNSW graphs (default 16,64)")]
+        = None,
         as_json: JsonFlag = False,
     ) -> None:
         """Compare exact, HNSW, IVFFlat, halfvec, binary, per-tenant partitions (and DiskANN
@@ -116,6 +130,8 @@ def register(bench_app: typer.Typer) -> None:
             overrides["real_chunks"] = real_chunks
         if phase:
             overrides["phases"] = tuple(phase)
+        if partition_hnsw is not None:
+            overrides["partition_hnsw"] = _pair(partition_hnsw)
         try:
             config = (IndexBenchConfig.quick if quick else IndexBenchConfig.full)(**overrides)
         except ValidationError as exc:

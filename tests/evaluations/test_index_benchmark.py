@@ -244,6 +244,8 @@ def test_config_rejects_unknown_phases_and_bad_shares() -> None:
         IndexBenchConfig(phases=("exact", "lsh"))
     with pytest.raises(ValueError, match="add up to 1"):
         IndexBenchConfig(shares=(0.5, 0.2))
+    with pytest.raises(ValueError, match=r"partition_hnsw .* \(24, 40\)"):
+        IndexBenchConfig(partition_hnsw=(24, 40))  # ef_construction < 2 * m
     assert IndexBenchConfig.full().vectors == 500_000
     assert IndexBenchConfig.quick().vectors < 50_000
 
@@ -285,6 +287,19 @@ def test_cli_prints_one_json_object_last(env_settings: Path, embedder: Embedder)
     assert isinstance(payload["default_meets_goal"], bool)
 
 
+def test_cli_rejects_a_bad_partition_graph(env_settings: Path) -> None:
+    bench_app = typer.Typer()
+    bench_index.register(bench_app)
+
+    @bench_app.command("other")
+    def other() -> None:
+        """Placeholder."""
+
+    result = CliRunner().invoke(bench_app, ["index", "--partition-hnsw", "24"])
+    assert result.exit_code != 0
+    assert "M,EF_CONSTRUCTION" in result.output and "'24'" in result.output
+
+
 def test_cli_rejects_a_bad_database_name(env_settings: Path) -> None:
     bench_app = typer.Typer()
     bench_index.register(bench_app)
@@ -315,13 +330,22 @@ def test_flow_runs_the_same_stages(prefect_harness: None, env_settings: Path,
         patch.setattr(_resources, "settings", make_settings)
         summary = benchmark_index(quick=True, database=database, vectors=2000,
                                   queries_per_tenant=2, real_chunks=40,
-                                  phases=["exact", "hnsw", "diskann"])
+                                  phases=["exact", "hnsw", "diskann", "partition"],
+                                  partition_hnsw=[8, 32])
     assert summary["diskann"] == "not installed"
     assert {"exact_btree", "exact_topk_then_join", "exact_join_all_then_topk", "hnsw_ef100_off",
-            "hnsw_ef100_relaxed_order"} == set(summary["strategies"])
+            "hnsw_ef100_relaxed_order", "partition_exact", "partition_ef100"} \
+        == set(summary["strategies"])
     for strategy in summary["strategies"].values():
         assert len(strategy["tenants"]) == 5
     assert Path(summary["report"]).parent == env_settings / "index"
+    stored = json.loads((Path(summary["report"]) / "results.json").read_text())["results"]
+    partitioned = stored["strategies"]["partition_ef100"]
+    assert (partitioned["params"]["m"], partitioned["params"]["ef_construction"]) == (8, 32)
+    assert "m 8 efc 32" in partitioned["label"]
+    # a partition holds one tenant: exact search in it is the ground truth
+    for cell in stored["strategies"]["partition_exact"]["tenants"].values():
+        assert cell["recall_at_10"] == 1.0 and cell["foreign_rows"] == 0
     assert not _database_exists(pg_server, database)
 
 
