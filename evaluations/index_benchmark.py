@@ -150,6 +150,14 @@ class IndexBenchConfig(BaseModel, frozen=True):
         return cls(**overrides)
 
     @classmethod
+    def preset(cls, quick: bool, **options: Any) -> IndexBenchConfig:
+        """The quick or full preset with the options the CLI and the flow take: ``None``
+        keeps the preset's value, lists (phases, partition_hnsw) become tuples."""
+        overrides = {k: tuple(v) if isinstance(v, list) else v
+                     for k, v in options.items() if v is not None}
+        return (cls.quick if quick else cls.full)(**overrides)
+
+    @classmethod
     def quick(cls, **overrides: Any) -> IndexBenchConfig:
         values: dict[str, Any] = dict(
             vectors=30_000, queries_per_tenant=10, real_chunks=600, clusters=16,

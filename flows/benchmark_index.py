@@ -66,18 +66,10 @@ def build_data(quick: bool, keep_db: bool, database: str, vectors: int | None,
                phases: list[str] | None, partition_hnsw: list[int] | None = None) -> str:
     """Embed the SciFact texts (cached), draw the synthetic rows, compute exact neighbours."""
     settings = _resources.settings()
-    overrides: dict[str, Any] = {"keep_db": keep_db, "database": database}
-    if vectors is not None:
-        overrides["vectors"] = vectors
-    if queries_per_tenant is not None:
-        overrides["queries_per_tenant"] = queries_per_tenant
-    if real_chunks is not None:
-        overrides["real_chunks"] = real_chunks
-    if phases is not None:
-        overrides["phases"] = tuple(phases)
-    if partition_hnsw is not None:
-        overrides["partition_hnsw"] = tuple(partition_hnsw)
-    config = (IndexBenchConfig.quick if quick else IndexBenchConfig.full)(**overrides)
+    config = IndexBenchConfig.preset(
+        quick, keep_db=keep_db, database=database, vectors=vectors,
+        queries_per_tenant=queries_per_tenant, real_chunks=real_chunks, phases=phases,
+        partition_hnsw=partition_hnsw)
     ensure_models(settings.state_dir)
     embedder = load_embedder("fastembed", state_dir=settings.state_dir)
     progress = _LogProgress()

@@ -5,7 +5,7 @@ time, size), with a verdict on the product's default. Wire it with
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -121,19 +121,12 @@ def register(bench_app: typer.Typer) -> None:
         from rag_core.db.embedded import EmbeddedPostgres
         from rag_core.embeddings.registry import ensure_models, load_embedder
 
-        overrides: dict[str, Any] = {"keep_db": keep_db, "database": database}
-        if vectors is not None:
-            overrides["vectors"] = vectors
-        if queries_per_tenant is not None:
-            overrides["queries_per_tenant"] = queries_per_tenant
-        if real_chunks is not None:
-            overrides["real_chunks"] = real_chunks
-        if phase:
-            overrides["phases"] = tuple(phase)
-        if partition_hnsw is not None:
-            overrides["partition_hnsw"] = _pair(partition_hnsw)
         try:
-            config = (IndexBenchConfig.quick if quick else IndexBenchConfig.full)(**overrides)
+            config = IndexBenchConfig.preset(
+                quick, keep_db=keep_db, database=database, vectors=vectors,
+                queries_per_tenant=queries_per_tenant, real_chunks=real_chunks,
+                phases=phase or None,
+                partition_hnsw=None if partition_hnsw is None else _pair(partition_hnsw))
         except ValidationError as exc:
             raise typer.BadParameter(str(exc)) from exc
         settings = get_settings()

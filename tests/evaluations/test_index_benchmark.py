@@ -265,14 +265,21 @@ def env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_cli_prints_one_json_object_last(env_settings: Path, embedder: Embedder) -> None:
+def _bench_app() -> typer.Typer:
+    """``rag bench`` with the index command (and a second one: a group with one command
+    would collapse into it)."""
     bench_app = typer.Typer()
     bench_index.register(bench_app)
 
     @bench_app.command("other")
-    def other() -> None:  # a group with one command would collapse into it
+    def other() -> None:
         """Placeholder."""
 
+    return bench_app
+
+
+def test_cli_prints_one_json_object_last(env_settings: Path, embedder: Embedder) -> None:
+    bench_app = _bench_app()
     database = f"bench_index_{secrets.token_hex(4)}"
     result = CliRunner().invoke(bench_app, [
         "index", "--quick", "--vectors", "2000", "--queries-per-tenant", "2",
@@ -288,26 +295,14 @@ def test_cli_prints_one_json_object_last(env_settings: Path, embedder: Embedder)
 
 
 def test_cli_rejects_a_bad_partition_graph(env_settings: Path) -> None:
-    bench_app = typer.Typer()
-    bench_index.register(bench_app)
-
-    @bench_app.command("other")
-    def other() -> None:
-        """Placeholder."""
-
+    bench_app = _bench_app()
     result = CliRunner().invoke(bench_app, ["index", "--partition-hnsw", "24"])
     assert result.exit_code != 0
     assert "M,EF_CONSTRUCTION" in result.output and "'24'" in result.output
 
 
 def test_cli_rejects_a_bad_database_name(env_settings: Path) -> None:
-    bench_app = typer.Typer()
-    bench_index.register(bench_app)
-
-    @bench_app.command("other")
-    def other() -> None:
-        """Placeholder."""
-
+    bench_app = _bench_app()
     result = CliRunner().invoke(bench_app, ["index", "--database", "Robert'); DROP"])
     assert result.exit_code != 0
     assert "database" in result.output
