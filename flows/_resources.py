@@ -1,32 +1,29 @@
-"""Per-process resources shared by the tasks of a flow run: the database pool is opened once
-per worker process (the embedding model is cached per process by its registry)."""
+"""The platform of this worker process, shared by the tasks of every flow run in it.
+
+A Prefect process worker runs each flow run in a fresh process; the tasks of that run share
+one :class:`~rag_core.composition.Platform` (one pool, one model), built on first use by the
+composition root and closed when the process exits.
+"""
 
 from __future__ import annotations
 
+import atexit
 import threading
 
-from rag_core import services
-from rag_core.config import Settings, get_settings
-from rag_core.db.pool import Database
-from rag_core.embeddings.base import Embedder
-from rag_core.ingestion.factory import embedder_from
+from rag_core.common.offline import apply_offline_environment
+from rag_core.composition import Platform
+from rag_core.config import get_settings
 
 _lock = threading.Lock()
-_database: Database | None = None
+_platform: Platform | None = None
 
 
-def settings() -> Settings:
-    return get_settings()
-
-
-def database() -> Database:
-    global _database
+def platform() -> Platform:
+    """This process's platform (built once, from the environment's settings)."""
+    global _platform
     with _lock:
-        if _database is None:
-            services.start_services(settings())  # a no-op for external servers
-            _database = services.open_database(settings())
-        return _database
-
-
-def embedder() -> Embedder:
-    return embedder_from(settings())
+        if _platform is None:
+            apply_offline_environment()
+            _platform = Platform(get_settings())
+            atexit.register(_platform.close)
+        return _platform

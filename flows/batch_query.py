@@ -16,15 +16,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
-from flows import _resources
-from rag_core.batch_run import BatchSummary, Question, read_questions
-from rag_core.query_factory import build_query_service
-from rag_core.tenancy import parse_tenant_id
+from flows._resources import platform
+from rag_core.common.tenancy import TENANT_ID_REGEX, parse_tenant_id
+from rag_core.query.batch_run import BatchSummary, Question, read_questions
 
 
 class BatchQueryParameters(BaseModel):
     questions: str = Field(description="questions file: .jsonl (id/_id + question/text) or .csv")
-    tenant_id: str = Field(pattern=r"^tn_[0-9a-f]{32}$")
+    tenant_id: str = Field(pattern=TENANT_ID_REGEX)
     output: str | None = Field(default=None, description="answers .jsonl (default: beside "
                                                          "the questions, *.answers.jsonl)")
     limit: int | None = Field(default=None, ge=1)
@@ -38,10 +37,7 @@ def load_questions(path: str, limit: int | None) -> list[Question]:
 
 @task(name="answer-group", retries=2, retry_delay_seconds=[10, 60])
 def answer_group(tenant_id: str, group: list[Question]) -> list[dict[str, Any]]:
-    settings = _resources.settings()
-    service = build_query_service(settings, _resources.database(),
-                                  embedder=_resources.embedder())
-    answers = service.ask_many(parse_tenant_id(tenant_id), [q.text for q in group],
+    answers = platform().query_service.ask_many(parse_tenant_id(tenant_id), [q.text for q in group],
                                question_ids=[q.question_id for q in group])
     return [a.as_dict() for a in answers]
 

@@ -1,6 +1,6 @@
 """Prefect flow ``benchmark-embeddings``: FastEmbed fp32 / int8 vs sentence-transformers.
 
-The same library steps as ``rag bench embeddings`` (``evaluations.embedding_benchmark``), one
+The same library steps as ``rag bench embeddings`` (``evaluations.embeddings``), one
 task each, for scheduled runs on a process work pool: the measurements spawn their own worker
 processes (one per backend) and need the machine to themselves, so run it on a quiet worker.
 No retries: a benchmark that failed half-way is reported, not silently repeated.
@@ -18,21 +18,21 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from evaluations.embedding_benchmark import (
-    BenchmarkOutcome,
-    EmbeddingBenchmarkConfig,
+from evaluations.common.reports import reports_root
+from evaluations.embeddings.benchmark import BenchmarkOutcome
+from evaluations.embeddings.config import EmbeddingBenchmarkConfig
+from evaluations.embeddings.measure import (
     LoadSample,
-    Progress,
     WarmResult,
-    Workload,
-    as_dict,
     measure_cold_loads,
     measure_warm,
-    prepare_workload,
-    summarize,
-    write_report,
 )
-from flows import _resources
+from evaluations.embeddings.progress import Progress
+from evaluations.embeddings.report import write_report
+from evaluations.embeddings.results import EmbeddingResults
+from evaluations.embeddings.summary import summarize
+from evaluations.embeddings.workload import Workload, prepare_workload
+from flows._resources import platform
 from rag_core.ingestion.chunking import ChunkingPolicy
 
 
@@ -44,7 +44,8 @@ def _logged(total: int) -> Progress:
 @task(name="prepare-embedding-workload", cache_policy=NO_CACHE)
 def prepare(config: EmbeddingBenchmarkConfig, state_dir: Path, workdir: Path) -> Workload:
     workload = prepare_workload(config, state_dir, workdir)
-    get_run_logger().info("workload: %s", json.dumps(workload.description, default=str))
+    get_run_logger().info("workload: %s", json.dumps(
+        workload.description | {"eval": workload.eval_set.as_dict()}, default=str))
     return workload
 
 
@@ -63,15 +64,15 @@ def warm_measurements(config: EmbeddingBenchmarkConfig, workload: Workload,
 
 @task(name="score-embeddings", cache_policy=NO_CACHE)
 def score(config: EmbeddingBenchmarkConfig, workload: Workload, loads: list[LoadSample],
-          warm: WarmResult) -> dict[str, Any]:
+          warm: WarmResult) -> EmbeddingResults:
     results = summarize(config, workload, loads, warm)
-    get_run_logger().info("goals: %s", results["goals"]["summary"])
+    get_run_logger().info("goals: %s", results.goals.summary)
     return results
 
 
 @task(name="write-embedding-report", cache_policy=NO_CACHE)
-def report(results: dict[str, Any], command: str) -> str:
-    return str(write_report(results, command))
+def report(results: EmbeddingResults, command: str, root: Path) -> str:
+    return str(write_report(results, command, root))
 
 
 @flow(name="benchmark-embeddings", log_prints=True)
@@ -83,8 +84,9 @@ def benchmark_embeddings(
     default_batch_size: Annotated[int | None, Field(ge=1, le=1024)] = None,
 ) -> dict[str, Any]:
     """Throughput, cold load, peak RSS, cosine agreement and SciFact nDCG@10 of the three
-    embedding backends; writes reports/embeddings/<timestamp>/ and returns its results."""
-    settings = _resources.settings()
+    embedding backends; writes <reports>/embeddings/<timestamp>/ (``Settings.reports_dir``)
+    and returns its results (the object ``rag bench embeddings --json`` prints)."""
+    settings = platform().settings
     config = EmbeddingBenchmarkConfig.preset(
         quick, batch_sizes=batch_sizes, rounds=rounds, probe_rounds=probe_rounds,
         default_batch_size=default_batch_size or settings.embed_batch_size,
@@ -99,10 +101,10 @@ def benchmark_embeddings(
         loads = cold_loads(config, workload, settings.state_dir)
         warm = warm_measurements(config, workload, settings.state_dir)
         results = score(config, workload, loads, warm)
-        folder = report(results, command)
+        folder = report(results, command, reports_root(settings))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return as_dict(BenchmarkOutcome(results, Path(folder)))
+    return BenchmarkOutcome(results, Path(folder)).as_dict()
 
 
 if __name__ == "__main__":

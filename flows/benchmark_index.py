@@ -1,6 +1,6 @@
 """Prefect flow ``benchmark-index``: vector index strategies per tenant size.
 
-The same stages as ``rag bench index`` (``evaluations.index_benchmark``), one task each:
+The same stages as ``rag bench index`` (``evaluations.index.stages``), one task each:
 build the data (embed + synthesise), load the scratch database, one task per index family,
 then the report. The shared state (vectors of half a million rows) stays in this process:
 tasks pass a key to it, so Prefect neither inspects, copies nor persists it.
@@ -14,17 +14,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from evaluations.index_benchmark import (
-    PHASES,
-    BenchContext,
-    IndexBenchConfig,
-    abandon,
-    finish,
-    prepare_database,
-    prepare_dataset,
-    run_phase,
-)
-from flows import _resources
+from evaluations.index.config import PHASES, IndexBenchConfig
+from evaluations.index.context import BenchContext
+from evaluations.index.stages import abandon, finish, prepare_database, prepare_dataset, run_phase
+from flows._resources import platform
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.embeddings.registry import ensure_models, load_embedder
 
@@ -65,7 +58,7 @@ def build_data(quick: bool, keep_db: bool, database: str, vectors: int | None,
                queries_per_tenant: int | None, real_chunks: int | None,
                phases: list[str] | None, partition_hnsw: list[int] | None = None) -> str:
     """Embed the SciFact texts (cached), draw the synthetic rows, compute exact neighbours."""
-    settings = _resources.settings()
+    settings = platform().settings
     config = IndexBenchConfig.preset(
         quick, keep_db=keep_db, database=database, vectors=vectors,
         queries_per_tenant=queries_per_tenant, real_chunks=real_chunks, phases=phases,

@@ -1,4 +1,6 @@
 # Offline, no-telemetry defaults shared by every script. Sourced, not executed.
+# The same list as rag_core/common/offline.py (OFFLINE_ENVIRONMENT), for shells and the
+# tools they start before any Python of ours runs.
 # A user may override any of these in their own environment.
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"

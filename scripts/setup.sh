@@ -2,6 +2,7 @@
 # Create .venv and install the project with its dev tools. Idempotent; safe to re-run.
 # torch is installed first, pinned to the CPU build (constraints.txt): a resolver left to
 # itself pulls a multi-GB CUDA build. uv does the rest quickly; plain pip is the fallback.
+# Extras: dev (lint, types, tests) and bench (what `rag bench` / `rag eval` need).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
@@ -28,9 +29,9 @@ if ! .venv/bin/python -m uv --version >/dev/null 2>&1; then
 fi
 echo "setup: installing the project and its dependencies"
 if ! .venv/bin/python -m uv pip install --quiet --python .venv/bin/python \
-        --constraint constraints.txt -e ".[dev]"; then
+        --constraint constraints.txt -e ".[dev,bench]"; then
     echo "setup: uv failed, falling back to pip" >&2
-    .venv/bin/python -m pip install --quiet --constraint constraints.txt -e ".[dev]"
+    .venv/bin/python -m pip install --quiet --constraint constraints.txt -e ".[dev,bench]"
 fi
 .venv/bin/python - <<'PY'
 import torch

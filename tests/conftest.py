@@ -19,31 +19,27 @@ import psycopg
 import pytest
 import redis
 
-from rag_core import services
-from rag_core import tenants as tenant_admin
+from rag_core.common.offline import apply_offline_environment
+from rag_core.common.tenancy import TenantId
+from rag_core.composition import Platform
 from rag_core.config import Settings
+from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.embeddings.registry import ensure_models, load_embedder
-from rag_core.ingestion.factory import store_from
-from rag_core.redis_embedded import EmbeddedRedis
+from rag_core.ops import services
+from rag_core.redis.embedded import EmbeddedRedis
 from rag_core.retrieval.vector_store import VectorStore
-from rag_core.tenancy import TenantId
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_STATE_DIR = REPO_ROOT / ".rag" / "test"
 
 # The same offline, no-telemetry defaults as scripts/env.sh, for a bare `pytest` run too.
-for _name, _value in {
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(TEST_STATE_DIR / "prefect"),
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "GX_ANALYTICS_ENABLED": "false",
-    "RAGAS_DO_NOT_TRACK": "true",
-}.items():
-    os.environ.setdefault(_name, _value)
+apply_offline_environment()
+os.environ.setdefault("PREFECT_HOME", str(TEST_STATE_DIR / "prefect"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 # Prefect warns (an error under filterwarnings=error) when its home folder is missing.
 Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
@@ -138,7 +134,7 @@ def embedder() -> Embedder:
 
 @pytest.fixture()
 def store(db: Database, settings: Settings) -> VectorStore:
-    return store_from(settings, db)
+    return Platform(settings, database=db, start_services=False).vector_store
 
 
 @pytest.fixture()
@@ -157,3 +153,16 @@ def write_jsonl(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         return path
 
     yield write
+
+
+# Variables through which a developer's shell could point a child process elsewhere.
+_FOREIGN_CLI_VARIABLES = ("DATABASE_URL", "REDIS_URL", "GROQ_API_KEY", "GROQ_BASE_URL")
+
+
+def cli_environment(**overrides: str) -> dict[str, str]:
+    """The environment for a ``rag`` subprocess: this process's, without any ``RAG_*`` or
+    connection variable of the caller's shell, plus ``overrides``."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("RAG_") and name not in _FOREIGN_CLI_VARIABLES}
+    env.update(overrides)
+    return env

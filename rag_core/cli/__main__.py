@@ -1,5 +1,5 @@
 """``python -m rag_core.cli`` runs the ``rag`` command."""
 
-from rag_core.cli.app import app
+from rag_core.cli import main
 
-app()
+main()

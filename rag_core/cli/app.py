@@ -1,28 +1,36 @@
 """Typer application: ``rag doctor``, ``rag db …``, ``rag services …``, ``rag tenant …``,
-``rag isolation-probe``."""
+``rag isolation-probe``, and the commands of the other modules and plugins.
+
+Plugins: any installed distribution can add a command group through the entry-point group
+``rag.cli`` (name = the group's command, value = a ``typer.Typer``); that is how
+``evaluations`` contributes ``rag eval`` and ``rag bench`` without the library depending
+on it. A plugin that fails to load is reported on stderr and skipped.
+"""
 
 from __future__ import annotations
 
+import logging
+from importlib.metadata import entry_points
 from typing import Annotated
 
-import psycopg
 import typer
 from rich.table import Table
 
-from rag_core import services
-from rag_core import tenants as tenant_admin
-from rag_core.cli import bench_commands, dbt_commands, ingest_commands, query_commands
-from rag_core.cli._output import console, emit_json, fail_cleanly
-from rag_core.cli.eval_commands import eval_app
+from rag_core.cli import dbt_commands, ingest_commands, query_commands
+from rag_core.cli._output import console, emit_json, err_console, fail_cleanly, options
+from rag_core.composition import Platform
 from rag_core.config import get_settings
-from rag_core.db import migrations
-from rag_core.db.connection import resolve_targets
+from rag_core.db import migrations, tenant_admin
+from rag_core.db.connection import admin_connection
 from rag_core.db.embedded import EmbeddedPostgres
-from rag_core.doctor import run_doctor
 from rag_core.embeddings.registry import ensure_models
 from rag_core.errors import ConfigurationError
-from rag_core.isolation_probe import DEFAULT_SIZES, run_isolation_probe
-from rag_core.redis_embedded import EmbeddedRedis
+from rag_core.ops import services
+from rag_core.ops.doctor import run_doctor
+from rag_core.ops.isolation_probe import DEFAULT_SIZES, run_isolation_probe
+from rag_core.redis.embedded import EmbeddedRedis
+
+PLUGIN_GROUP = "rag.cli"
 
 app = typer.Typer(help="Multi-tenant RAG data platform.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -36,8 +44,29 @@ app.add_typer(tenant_app, name="tenant")
 ingest_commands.register(app)
 query_commands.register(app)
 dbt_commands.register(app)
-app.add_typer(eval_app, name="eval")
-app.add_typer(bench_commands.bench_app, name="bench")
+
+
+def _mount_plugins(root: typer.Typer) -> None:
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            group = entry.load()
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            err_console.print(f"warning: plugin {entry.name!r} ({entry.value}) not loaded: "
+                              f"{type(exc).__name__}: {exc}", highlight=False, markup=False)
+            continue
+        root.add_typer(group, name=entry.name)
+
+
+_mount_plugins(app)
+
+
+@app.callback()
+def _global_options(debug: Annotated[bool, typer.Option(
+        "--debug", help="print full tracebacks of unexpected errors")] = False) -> None:
+    """Multi-tenant RAG data platform."""
+    options.debug = debug
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
 
@@ -81,8 +110,7 @@ def setup(as_json: JsonFlag = False) -> None:
 @fail_cleanly
 def services_start(as_json: JsonFlag = False) -> None:
     """Start the embedded PostgreSQL and Redis (those not replaced by URLs)."""
-    settings = get_settings()
-    services.start_services(settings)
+    services.start_services(get_settings())
     services_status(as_json)
 
 
@@ -90,8 +118,7 @@ def services_start(as_json: JsonFlag = False) -> None:
 @fail_cleanly
 def services_stop(as_json: JsonFlag = False) -> None:
     """Stop the embedded servers (data is kept)."""
-    settings = get_settings()
-    services.stop_services(settings)
+    services.stop_services(get_settings())
     services_status(as_json)
 
 
@@ -159,7 +186,7 @@ def db_status(as_json: JsonFlag = False) -> None:
             if as_json:
                 emit_json(payload)
             return
-    with psycopg.connect(resolve_targets(settings).admin_url, autocommit=True) as conn:
+    with admin_connection(settings) as conn:
         states = migrations.status(conn, settings.migrations_dir)
     table = Table(title="migrations")
     for column in ("version", "name", "applied", "checksum"):
@@ -203,7 +230,7 @@ def tenant_create(tenant_id: Annotated[str | None, typer.Option("--id")] = None,
                   name: Annotated[str, typer.Option("--name")] = "",
                   as_json: JsonFlag = False) -> None:
     """Create a tenant (a fresh id unless --id is given)."""
-    with psycopg.connect(resolve_targets(get_settings()).admin_url, autocommit=True) as conn:
+    with Platform(get_settings()).admin_connection() as conn:
         tenant = tenant_admin.create_tenant(conn, tenant_id, name)
     console.print(tenant)
     if as_json:
@@ -214,7 +241,7 @@ def tenant_create(tenant_id: Annotated[str | None, typer.Option("--id")] = None,
 @fail_cleanly
 def tenant_delete(tenant_id: str, as_json: JsonFlag = False) -> None:
     """Delete a tenant and all of its data."""
-    with psycopg.connect(resolve_targets(get_settings()).admin_url, autocommit=True) as conn:
+    with Platform(get_settings()).admin_connection() as conn:
         existed = tenant_admin.delete_tenant(conn, tenant_id)
     console.print("deleted" if existed else "no such tenant")
     if as_json:
@@ -239,9 +266,9 @@ def isolation_probe(
             from exc
     if len(sizes) < 2 or min(sizes) < 1:
         raise ConfigurationError("--tenant-sizes", tenant_sizes, "two or more sizes, each >= 1")
-    settings = get_settings()
-    with services.open_database(settings) as db:
-        report = run_isolation_probe(settings, db, probes, seed=seed, sizes=sizes)
+    with Platform(get_settings()) as platform:
+        report = run_isolation_probe(platform.settings, platform.database, probes, seed=seed,
+                                     sizes=sizes)
     console.print(f"probes={report.probes} leaks={report.leaks} "
                   f"refused_writes={report.refused_writes}/{report.write_attempts} "
                   f"searches={report.searches} short_results={report.short_results} "

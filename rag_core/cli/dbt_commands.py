@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,30 +9,35 @@ from pathlib import Path
 import typer
 from psycopg.conninfo import conninfo_to_dict
 
-from rag_core import services
 from rag_core.cli._output import fail_cleanly
-from rag_core.config import Settings, get_settings
+from rag_core.common.offline import offline_environment
+from rag_core.config import Settings, get_settings, resource_dir
 from rag_core.db.connection import resolve_targets
-
-DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt"
+from rag_core.ops import services
 
 
 def dbt_environment(settings: Settings) -> dict[str, str]:
-    """Environment for dbt: the admin connection of the configured (or embedded) server."""
+    """Environment for dbt: the admin connection of the configured (or embedded) server.
+
+    dbt writes its target and logs under the state folder, so the project itself may be
+    read-only (an installed wheel).
+    """
     params = conninfo_to_dict(resolve_targets(settings).admin_url)
-    return {**os.environ,
+    dbt_state = settings.state_dir / "dbt"
+    return {**offline_environment(),
             "RAG_DBT_HOST": str(params.get("host", "127.0.0.1")),
             "RAG_DBT_PORT": str(params.get("port", "5432")),
             "RAG_DBT_USER": str(params.get("user", "postgres")),
             "RAG_DBT_PASSWORD": str(params.get("password", "")),
             "RAG_DBT_DBNAME": str(params.get("dbname", "rag")),
-            "DBT_PROFILES_DIR": str(DBT_PROJECT),
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+            "DBT_PROFILES_DIR": str(resource_dir("dbt")),
+            "DBT_TARGET_PATH": str(dbt_state / "target"),
+            "DBT_LOG_PATH": str(dbt_state / "logs")}
 
 
 def run_dbt(settings: Settings, args: list[str]) -> int:
     executable = Path(sys.executable).parent / "dbt"
-    return subprocess.run([str(executable), *args], cwd=DBT_PROJECT,
+    return subprocess.run([str(executable), *args], cwd=resource_dir("dbt"),
                           env=dbt_environment(settings), check=False).returncode
 
 

@@ -6,21 +6,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
-import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rag_core import services
-from rag_core import tenants as tenant_admin
 from rag_core.cli._output import console, emit_json, fail_cleanly
+from rag_core.common.tenancy import TenantId, parse_tenant_id
+from rag_core.composition import Platform
 from rag_core.config import get_settings
-from rag_core.db.connection import resolve_targets
+from rag_core.db import tenant_admin
 from rag_core.db.pool import Database
 from rag_core.errors import UnknownTenantError
-from rag_core.ingestion.factory import embedder_from, store_from, worker_policy_from
-from rag_core.ingestion.jobs import finalize_job
-from rag_core.ingestion.runner import process_job, run_ingestion
-from rag_core.tenancy import TenantId, parse_tenant_id
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
 
@@ -46,14 +41,13 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Ingest PATH for a tenant: validate, chunk, embed, store (idempotent, resumable)."""
-        settings = get_settings()
         tenant_id = parse_tenant_id(tenant)
-        if create_tenant:
-            with psycopg.connect(resolve_targets(settings).admin_url, autocommit=True) as conn:
-                tenant_admin.create_tenant(conn, tenant_id, "created by rag ingest")
-        with services.open_database(settings) as db:
-            require_tenant(db, tenant_id)
-            embedder = embedder_from(settings)
+        with Platform(get_settings()) as platform:
+            if create_tenant:
+                with platform.admin_connection() as conn:
+                    tenant_admin.create_tenant(conn, tenant_id, "created by rag ingest")
+            require_tenant(platform.database, tenant_id)
+            runner = platform.ingestion
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console,
                           disable=not console.is_terminal) as bar:
@@ -69,10 +63,8 @@ def register(app: typer.Typer) -> None:
                     else:
                         bar.advance(done_task, count)
 
-                result = run_ingestion(
-                    db, embedder, store_from(settings, db), tenant_id, path,
-                    workers=workers or settings.ingest_workers,
-                    policy=worker_policy_from(settings), progress=progress, resume=resume)
+                result = runner.run(tenant_id, path, workers=workers, progress=progress,
+                                    resume=resume)
         summary = result.summary
         console.print(
             f"job {summary.job_id} {summary.status}: read {summary.read}, ingested "
@@ -93,12 +85,10 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Join an existing ingestion job as one more worker (any machine, any process)."""
-        settings = get_settings()
         tenant_id = parse_tenant_id(tenant)
-        with services.open_database(settings) as db:
-            stats = process_job(db, embedder_from(settings), store_from(settings, db), tenant_id,
-                                job_id, policy=worker_policy_from(settings))[0]
-            summary = finalize_job(db, tenant_id, job_id)
+        with Platform(get_settings()) as platform:
+            stats = platform.ingestion.work(tenant_id, job_id)[0]
+            summary = platform.ingestion.finalize(tenant_id, job_id)
         console.print(f"worker done: {stats.items} items in {stats.batches} batches; "
                       f"job {summary.status}, {summary.pending} pending")
         if as_json:

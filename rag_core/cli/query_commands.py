@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rag_core import services
-from rag_core.batch_run import read_questions, run_batch
 from rag_core.cli._output import console, emit_json, fail_cleanly
+from rag_core.common.tenancy import parse_tenant_id
+from rag_core.composition import Platform
 from rag_core.config import get_settings
-from rag_core.query_factory import build_query_service
-from rag_core.tenancy import parse_tenant_id
+from rag_core.query.batch_run import read_questions, run_batch
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
 
@@ -28,11 +27,9 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Answer one question from the tenant's documents."""
-        settings = get_settings()
         tenant_id = parse_tenant_id(tenant)
-        services.start_services(settings)
-        with services.open_database(settings) as db:
-            answer = build_query_service(settings, db).ask(tenant_id, question, session)
+        with Platform(get_settings()) as platform:
+            answer = platform.query_service.ask(tenant_id, question, session)
         if answer.error_code:
             console.print(f"[bold red]{answer.error_code}[/]: {answer.error}")
         else:
@@ -56,13 +53,11 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Answer a file of questions in batches (≤5 questions per LLM call)."""
-        settings = get_settings()
         tenant_id = parse_tenant_id(tenant)
         questions = read_questions(questions_file, limit)
         out = out or questions_file.with_suffix(".answers.jsonl")
-        services.start_services(settings)
-        with services.open_database(settings) as db, out.open("w", encoding="utf-8") as handle:
-            service = build_query_service(settings, db)
+        with Platform(get_settings()) as platform, out.open("w", encoding="utf-8") as handle:
+            service = platform.query_service
             with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console,
                           disable=not console.is_terminal) as bar:

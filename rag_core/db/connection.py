@@ -8,13 +8,19 @@ the application URL is ``RAG_APP_DATABASE_URL``, or the admin URL with the user 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rag_core.config import Settings
 from rag_core.db.embedded import EmbeddedPostgres
-from rag_core.errors import ConfigurationError
+from rag_core.errors import ConfigurationError, DatabaseUnavailableError
+
+AdminConnection = psycopg.Connection[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -67,3 +73,24 @@ def resolve_targets(settings: Settings) -> DatabaseTargets:
             "so that `rag db upgrade` sets it on role " + settings.app_db_role)
     return DatabaseTargets(settings.database_url, app_url, settings.app_db_role, password,
                            embedded=False)
+
+
+@contextlib.contextmanager
+def connect(url: str, *, connect_timeout_s: float = 5.0) -> Iterator[AdminConnection]:
+    """An autocommit connection to ``url``; an unreachable server is a
+    :class:`DatabaseUnavailableError` naming the (password-free) target."""
+    try:
+        conn = psycopg.connect(url, autocommit=True,
+                               connect_timeout=max(1, round(connect_timeout_s)))
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError(redact_url(url), str(exc).strip()) from exc
+    with conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def admin_connection(settings: Settings) -> Iterator[AdminConnection]:
+    """An autocommit connection as the admin role (migrations, tenant administration)."""
+    with connect(resolve_targets(settings).admin_url,
+                 connect_timeout_s=settings.db_connect_timeout_s) as conn:
+        yield conn

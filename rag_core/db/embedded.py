@@ -24,9 +24,16 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from rag_core._proc import file_lock, pick_port, process_matches, read_int, write_atomic
+from rag_core.common.processes import (
+    EmbeddedServer,
+    ServerStatus,
+    file_lock,
+    pick_port,
+    process_matches,
+    read_int,
+    write_atomic,
+)
 from rag_core.errors import EmbeddedServerError
 
 SUPERUSER = "postgres"
@@ -55,72 +62,52 @@ def _bin_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class ServerStatus:
-    running: bool
-    pid: int | None
-    port: int | None
-    data_dir: Path
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"running": self.running, "pid": self.pid, "port": self.port,
-                "data_dir": str(self.data_dir)}
-
-
-@dataclass(frozen=True)
 class Credentials:
     superuser_password: str
     app_password: str
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """Lifecycle of one embedded server rooted at ``state_dir / "pg"``."""
 
+    folder = "pg"
+    log_name = "server.log"
+
     def __init__(self, state_dir: Path) -> None:
-        self.root = state_dir / "pg"
+        super().__init__(state_dir)
         self.data_dir = self.root / "data"
-        self._port_file = self.root / "port"
         self._credentials_file = self.root / "credentials.json"
-        self._log_file = self.root / "server.log"
-        self._lock_file = self.root / ".lock"
 
-    # --- public API --------------------------------------------------------------------
-    def start(self) -> ServerStatus:
-        """Start the server if it is not running (initialising it on first use)."""
-        with file_lock(self._lock_file):
-            current = self._status_unlocked()
-            if current.running:
-                return current
-            self._prepare_os_user()
-            if not (self.data_dir / "PG_VERSION").exists():
-                self._initdb()
-            self._remove_stale_pid_file()
-            last_error = ""
-            for _ in range(_START_ATTEMPTS):
-                port = pick_port(read_int(self._port_file))
-                result = self._pg_ctl(
-                    ["-w", "-t", "60", "-l", str(self._log_file), "-o", f"-p {port}", "start"]
-                )
-                if result.returncode == 0:
-                    write_atomic(self._port_file, f"{port}\n")
-                    return self._status_unlocked()
-                # A port grabbed between pick and bind, or shared memory still held by the
-                # children of a killed postmaster: both clear up when retried.
-                last_error = (result.stdout + result.stderr).strip() + "\n" + self._log_tail()
-                time.sleep(1.0)
-            raise EmbeddedServerError("PostgreSQL", str(self.data_dir),
-                                      f"start failed: {last_error}")
+    # --- lifecycle (start/stop from EmbeddedServer, under its lock) ----------------------
+    def _launch(self) -> ServerStatus:
+        """Start the server (initialising it on first use); the lock is held."""
+        self._prepare_os_user()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        self._remove_stale_pid_file()
+        last_error = ""
+        for _ in range(_START_ATTEMPTS):
+            port = pick_port(read_int(self._port_file))
+            result = self._pg_ctl(
+                ["-w", "-t", "60", "-l", str(self._log_file), "-o", f"-p {port}", "start"]
+            )
+            if result.returncode == 0:
+                write_atomic(self._port_file, f"{port}\n")
+                return self._status_unlocked()
+            # A port grabbed between pick and bind, or shared memory still held by the
+            # children of a killed postmaster: both clear up when retried.
+            last_error = (result.stdout + result.stderr).strip() + "\n" + self._log_tail()
+            time.sleep(1.0)
+        raise EmbeddedServerError("PostgreSQL", str(self.data_dir),
+                                  f"start failed: {last_error}")
 
-    def stop(self) -> ServerStatus:
-        """Stop the server if it runs (fast shutdown: sessions are disconnected)."""
-        with file_lock(self._lock_file):
-            current = self._status_unlocked()
-            if current.running:
-                result = self._pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"])
-                if result.returncode != 0:
-                    raise EmbeddedServerError(
-                        "PostgreSQL", str(self.data_dir), f"stop failed: {result.stderr.strip()}"
-                    )
-            return self._status_unlocked()
+    def _halt(self, current: ServerStatus) -> None:
+        """Fast shutdown: sessions are disconnected."""
+        result = self._pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"])
+        if result.returncode != 0:
+            raise EmbeddedServerError(
+                "PostgreSQL", str(self.data_dir), f"stop failed: {result.stderr.strip()}"
+            )
 
     def status(self) -> ServerStatus:
         return self._status_unlocked()

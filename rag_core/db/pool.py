@@ -16,8 +16,8 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
+from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.errors import DatabaseUnavailableError, UnsafeDatabaseRoleError
-from rag_core.tenancy import TenantId, parse_tenant_id
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 

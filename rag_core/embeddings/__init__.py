@@ -6,6 +6,8 @@ FastEmbed backends need. Heavy libraries (torch, onnxruntime, fastembed) are imp
 when a model is loaded or exported, so importing this package is cheap.
 """
 
+from rag_core.errors import EmbeddingModelUnavailableError
+
 from .base import (
     DIMENSION,
     MAX_TOKENS,
@@ -15,7 +17,6 @@ from .base import (
     FloatMatrix,
     TokenCounter,
 )
-from .errors import EmbeddingModelUnavailableError
 from .onnx_export import ExportResult, export_onnx
 from .registry import BACKENDS, ensure_models, load_embedder, onnx_export_dir
 from .tokenizer import WordpieceTokenizer, load_tokenizer

@@ -2,7 +2,7 @@
 
 Model loading must never reach for the network: the platform runs on machines without
 internet access, and a hub lookup there fails slowly and with confusing errors. Every code
-path that loads weights therefore calls :func:`force_offline` first.
+path that loads weights therefore calls :func:`rag_core.common.offline.forbid_hub_downloads` first.
 """
 
 from __future__ import annotations
@@ -15,17 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DIMENSION, MAX_TOKENS, FloatMatrix, TokenCounter
+from .base import DIMENSION, MAX_TOKENS, MODEL_ID, FloatMatrix, TokenCounter
 from .tokenizer import WordpieceTokenizer
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-
 WEIGHTS_FILE = "model.safetensors"
-
-
-def force_offline() -> None:
-    """Forbid Hugging Face hub access for this process (the machines have no internet)."""
-    os.environ.update(OFFLINE_ENV)
 
 
 def packaged_model_dir() -> Path:
@@ -87,10 +80,26 @@ def as_float_matrix(rows: object) -> FloatMatrix:
 
 
 class MiniLMTokenMixin:
-    """What every backend of the MiniLM weights answers the same way: the shape of its
-    vectors, its input window, and token counting with the shared wordpiece tokenizer."""
+    """What every backend of the MiniLM weights answers the same way: the model's identity,
+    the shape of its vectors, its input window, and token counting with the shared
+    wordpiece tokenizer. A backend sets ``_tokenizer``, ``_model_version`` and
+    ``_backend_name`` when it loads."""
 
     _tokenizer: WordpieceTokenizer
+    _model_version: str
+    _backend_name: str
+
+    @property
+    def model_id(self) -> str:
+        return MODEL_ID
+
+    @property
+    def model_version(self) -> str:
+        return self._model_version
+
+    @property
+    def backend(self) -> str:
+        return self._backend_name
 
     @property
     def dimension(self) -> int:

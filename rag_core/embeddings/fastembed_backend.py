@@ -31,17 +31,18 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rag_core.common.offline import forbid_hub_downloads
+from rag_core.errors import EmbeddingModelUnavailableError
+
 from ._common import (
     MiniLMTokenMixin,
     as_float_matrix,
     check_texts,
     empty_matrix,
-    force_offline,
     model_version,
     usable_cpus,
 )
 from .base import DIMENSION, MODEL_ID, FloatMatrix
-from .errors import EmbeddingModelUnavailableError
 from .onnx_export import MANIFEST_NAME, ONNX_FILE, TOKENIZER_FILES, read_manifest
 from .tokenizer import load_tokenizer
 
@@ -64,7 +65,7 @@ class FastEmbedEmbedder(MiniLMTokenMixin):
     ) -> None:
         if variant not in _BACKEND_NAMES:
             raise ValueError(f"unknown FastEmbed variant {variant!r}; expected fp32 or int8")
-        force_offline()
+        forbid_hub_downloads()
         export_dir = Path(export_dir)
         model_dir = export_dir / variant
         if not export_dir.is_dir():
@@ -100,19 +101,8 @@ class FastEmbedEmbedder(MiniLMTokenMixin):
         self._variant: Variant = variant
         self._tokenizer = load_tokenizer(model_dir)
         self._model_version = model_version(str(manifest["source_sha256"]), variant)
+        self._backend_name = _BACKEND_NAMES[variant]
         self.model_dir = model_dir
-
-    @property
-    def model_id(self) -> str:
-        return MODEL_ID
-
-    @property
-    def model_version(self) -> str:
-        return self._model_version
-
-    @property
-    def backend(self) -> str:
-        return _BACKEND_NAMES[self._variant]
 
     def embed_passages(self, texts: Sequence[str], batch_size: int = 64) -> FloatMatrix:
         return self._embed(texts, batch_size, query=False)

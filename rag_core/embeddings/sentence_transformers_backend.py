@@ -16,20 +16,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rag_core.common.offline import forbid_hub_downloads
+from rag_core.errors import EmbeddingModelUnavailableError
+
 from ._common import (
     WEIGHTS_FILE,
     MiniLMTokenMixin,
     as_float_matrix,
     check_texts,
     empty_matrix,
-    force_offline,
     model_version,
     packaged_model_dir,
     sha256_file,
     usable_cpus,
 )
 from .base import DIMENSION, MAX_TOKENS, MODEL_ID, FloatMatrix
-from .errors import EmbeddingModelUnavailableError
 from .tokenizer import load_tokenizer
 
 __all__ = ["SentenceTransformerEmbedder"]
@@ -41,7 +42,7 @@ class SentenceTransformerEmbedder(MiniLMTokenMixin):
     """:class:`~rag_core.embeddings.base.Embedder` backed by sentence-transformers."""
 
     def __init__(self, model_dir: Path | None = None, *, threads: int | None = None) -> None:
-        force_offline()
+        forbid_hub_downloads()
         model_dir = Path(model_dir) if model_dir is not None else packaged_model_dir()
         weights = model_dir / WEIGHTS_FILE
         if not weights.is_file():
@@ -64,19 +65,8 @@ class SentenceTransformerEmbedder(MiniLMTokenMixin):
         self._lock = threading.Lock()
         self._tokenizer = load_tokenizer(model_dir)
         self._model_version = model_version(sha256_file(weights), "fp32")
+        self._backend_name = BACKEND
         self.model_dir = model_dir
-
-    @property
-    def model_id(self) -> str:
-        return MODEL_ID
-
-    @property
-    def model_version(self) -> str:
-        return self._model_version
-
-    @property
-    def backend(self) -> str:
-        return BACKEND
 
     def embed_passages(self, texts: Sequence[str], batch_size: int = 64) -> FloatMatrix:
         return self._embed(texts, batch_size)

@@ -19,11 +19,11 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Connection, Database
 from rag_core.ingestion.chunking import document_hash
 from rag_core.ingestion.sources import SourceRecord, fingerprint, read_source
 from rag_core.ingestion.validation import RecordValidator, Rejection
-from rag_core.tenancy import TenantId, parse_tenant_id
 
 _CREATE_STAGING = """
 CREATE TEMP TABLE staging_items (

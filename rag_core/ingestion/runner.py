@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.ingestion.chunking import ChunkingPolicy
@@ -28,7 +29,6 @@ from rag_core.ingestion.sources import fingerprint
 from rag_core.ingestion.validation import RecordValidator, warm_up
 from rag_core.ingestion.worker import IngestionWorker, WorkerPolicy, WorkerStats
 from rag_core.retrieval.vector_store import VectorStore
-from rag_core.tenancy import TenantId, parse_tenant_id
 
 
 @dataclass
@@ -113,3 +113,43 @@ def _params(embedder: Embedder, policy: WorkerPolicy) -> dict[str, Any]:
     return {"model_id": embedder.model_id, "model_version": embedder.model_version,
             "backend": embedder.backend, "chunking": chunking.model_dump(),
             "claim_batch": policy.claim_batch}
+
+
+@dataclass
+class IngestionRunner:
+    """The ingestion pieces of one process, assembled by the composition root."""
+
+    db: Database
+    embedder: Embedder
+    store: VectorStore
+    policy: WorkerPolicy
+    default_workers: int = 1
+
+    def run(self, tenant_id: TenantId | str, source: Path, *, workers: int | None = None,
+            progress: Callable[[str, int], None] | None = None,
+            resume: bool = True) -> IngestionResult:
+        """Plan (or resume) the job for ``source`` and process it to completion."""
+        return run_ingestion(self.db, self.embedder, self.store, tenant_id, source,
+                             workers=workers or self.default_workers, policy=self.policy,
+                             progress=progress, resume=resume)
+
+    def plan(self, tenant_id: TenantId | str, source: Path) -> str:
+        """The unfinished job of ``source``, or a newly planned one (its id)."""
+        tenant = parse_tenant_id(tenant_id)
+        job_id = find_resumable_job(self.db, tenant, fingerprint(source), self.store.model_key)
+        if job_id is not None:
+            return job_id
+        warm_up()
+        return plan_job(self.db, tenant, source, self.store.model_key,
+                        params=_params(self.embedder, self.policy),
+                        validator=RecordValidator())
+
+    def work(self, tenant_id: TenantId | str, job_id: str, *,
+             workers: int = 1) -> list[WorkerStats]:
+        """Join job ``job_id`` with ``workers`` threads until no pending item is left."""
+        return process_job(self.db, self.embedder, self.store, parse_tenant_id(tenant_id),
+                           job_id, workers=workers, policy=self.policy)
+
+    def finalize(self, tenant_id: TenantId | str, job_id: str) -> JobSummary:
+        """Close the job (its final status and counts)."""
+        return finalize_job(self.db, parse_tenant_id(tenant_id), job_id)

@@ -18,18 +18,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from rag_core.errors import RagCoreError
+from rag_core.errors import SourceError
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
-
-
-class SourceError(RagCoreError):
-    """The source as a whole cannot be read (missing, or of an unknown kind)."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        super().__init__(f"cannot ingest {path!r}: {reason}")
 
 
 @dataclass(frozen=True)

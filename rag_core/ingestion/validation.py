@@ -26,9 +26,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from rag_core.common.tenancy import TENANT_ID_REGEX
 from rag_core.ingestion.sources import SourceRecord
-
-TENANT_ID_REGEX = r"^tn_[0-9a-f]{32}$"
 
 
 class ValidationPolicy(BaseModel, frozen=True):

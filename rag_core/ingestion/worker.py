@@ -34,11 +34,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Connection, Database
 from rag_core.embeddings.base import Embedder
 from rag_core.ingestion.chunking import Chunk, ChunkingPolicy, chunk_document
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
-from rag_core.tenancy import TenantId, parse_tenant_id
 
 _CLAIM = """
 SELECT item_no, source_uri, title, body, metadata, content_hash

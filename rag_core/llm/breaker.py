@@ -7,7 +7,8 @@ this project and its semantics do not fit: it opens after ``fail_max`` *consecut
 whereas the seed plan wants a failure *rate* (>= 50% of the calls in a 60 s sliding window,
 with a minimum volume of 10 calls). Its Redis storage also reads and writes state with
 separate commands (no atomic half-open probe slot), so two processes can both probe. The
-breaker here is ~one screen of Lua, every transition atomic inside Redis.
+breaker here is ~one screen of Lua (:mod:`rag_core.llm.breaker_scripts`), every transition
+atomic inside Redis; its states and permits are in :mod:`rag_core.llm.breaker_state`.
 
 Semantics
 ---------
@@ -17,7 +18,7 @@ Semantics
   matter) the script checks: ``calls >= minimum_calls`` and
   ``failures / calls >= failure_rate_threshold`` -> **open**.
 - **open** until ``open_until = opened_at + open_s``: calls are refused with
-  :class:`~rag_core.llm.errors.CircuitOpenError` without any request. Outcomes of calls that
+  :class:`~rag_core.errors.CircuitOpenError` without any request. Outcomes of calls that
   were admitted before it opened are ignored.
 - **half-open** (open and ``open_until`` has passed): ``half_open_max_calls`` probe slots
   (one by default) are claimed atomically; every other caller gets ``CircuitOpenError``. A
@@ -63,29 +64,24 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 from prometheus_client import Counter
 from redis.retry import Retry
 
-from rag_core.errors import ConfigurationError
-from rag_core.llm.errors import CircuitOpenError
-from rag_core.llm.policy import BreakerPolicy
-from rag_core.metrics import REGISTRY
-from rag_core.redis_client import fail_fast_redis
+from rag_core.common.metrics import REGISTRY
+from rag_core.common.outage import DEFAULT_OUTAGES, Control, Outages
+from rag_core.config import BreakerPolicy, OutageMode
+from rag_core.errors import CircuitOpenError, ConfigurationError
+from rag_core.llm.breaker_scripts import ACQUIRE_LUA, RECORD_LUA
+from rag_core.llm.breaker_state import BreakerSnapshot, BreakerState, Permit
+from rag_core.redis.client import fail_fast_redis
 
 __all__ = [
     "BREAKER_BYPASSED",
-    "BREAKER_REDIS_ERRORS",
     "BREAKER_REJECTED",
     "BREAKER_TRANSITIONS",
-    "BreakerSnapshot",
-    "BreakerState",
-    "CircuitBreaker",
-    "Permit",
     "RedisCircuitBreaker",
     "fail_fast_redis",
 ]
@@ -96,11 +92,6 @@ BREAKER_BYPASSED = Counter(
     "rag_llm_breaker_bypassed",
     "LLM calls let through without a breaker decision because Redis was unreachable.",
     ["breaker"], registry=REGISTRY,
-)
-BREAKER_REDIS_ERRORS = Counter(
-    "rag_llm_breaker_redis_errors",
-    "Redis errors met by the circuit breaker (each one degrades to fail-open).",
-    ["breaker", "operation"], registry=REGISTRY,
 )
 BREAKER_REJECTED = Counter(
     "rag_llm_breaker_rejected",
@@ -117,152 +108,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 # Thresholds are compared in integer parts-per-million inside Lua: 0.3 * 10 is
 # 3.0000000000000004 in floating point, and "3 of 10 failed" must trip a 30% threshold.
 _PPM = 1_000_000
-
-
-class BreakerState(StrEnum):
-    """State of a breaker as seen by one call."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-    #: Redis was unreachable: the call was let through without a decision.
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Permit:
-    """Leave to make one call, returned by :meth:`CircuitBreaker.acquire`.
-
-    ``state`` is the breaker state when the call was admitted (``half_open`` means this call
-    is a probe); the audit log records it. Hand the permit back to ``record``.
-    """
-
-    breaker: str
-    state: BreakerState
-    probe_token: str | None = None
-
-    @property
-    def is_probe(self) -> bool:
-        """True when this call is the half-open probe whose outcome decides the breaker."""
-        return self.probe_token is not None
-
-
-@dataclass(frozen=True)
-class BreakerSnapshot:
-    """A read-only view of a breaker, for dashboards, ``rag doctor`` and tests."""
-
-    name: str
-    state: BreakerState
-    open_until: float | None
-    calls: int
-    failures: int
-    probes_in_flight: int
-
-    @property
-    def failure_rate(self) -> float:
-        """Failures over calls in the current window (0 when there were no calls)."""
-        return self.failures / self.calls if self.calls else 0.0
-
-
-class CircuitBreaker(Protocol):
-    """What :class:`~rag_core.llm.client.LLMClient` needs from a breaker."""
-
-    @property
-    def name(self) -> str:
-        """The breaker's name, shown in errors and metrics."""
-        ...
-
-    def acquire(self) -> Permit:
-        """A permit for one call, or :class:`CircuitOpenError` when the call must not run."""
-        ...
-
-    def record(self, permit: Permit, *, success: bool) -> BreakerState:
-        """Record the outcome of a call admitted with ``permit``; returns the state after."""
-        ...
-
-
-_ACQUIRE_LUA = """
--- KEYS: state, probes. ARGV: now, probe_lease_s, half_open_max_calls, token
-local now = tonumber(ARGV[1])
-local st = redis.call('HMGET', KEYS[1], 'state', 'open_until')
-if st[1] ~= 'open' then
-  return {'closed', '0'}
-end
-local open_until = tonumber(st[2]) or 0
-if now < open_until then
-  return {'open', string.format('%.17g', open_until - now)}
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[2], string.format('%.17g', now + tonumber(ARGV[2])), ARGV[4])
-  return {'half_open', '0'}
-end
-local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-return {'probing', string.format('%.17g', tonumber(first[2]) - now)}
-"""
-
-_RECORD_LUA = """
--- KEYS: state, window, probes.
--- ARGV: now, ok (1|0), probe token or '', window_s, minimum_calls, threshold_ppm, open_s,
---       window_ttl_s
-local now = tonumber(ARGV[1])
-local ok = ARGV[2] == '1'
-local token = ARGV[3]
-local open_s = tonumber(ARGV[7])
-local function fmt(x) return string.format('%.17g', x) end
-local st = redis.call('HMGET', KEYS[1], 'state', 'open_until')
-local function trip(reason)
-  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', fmt(now + open_s),
-             'opened_at', fmt(now), 'reason', reason)
-  redis.call('HINCRBY', KEYS[1], 'trips', 1)
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-if st[1] == 'open' then
-  if token == '' then
-    return {'open', 'ignored', '0', '0'}
-  end
-  redis.call('ZREM', KEYS[3], token)
-  if now < (tonumber(st[2]) or 0) then
-    -- another probe already re-opened the breaker: this late outcome decides nothing
-    return {'open', 'ignored', '0', '0'}
-  end
-  if ok then
-    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-    return {'closed', 'probe_succeeded', '0', '0'}
-  end
-  trip('probe failed')
-  return {'open', 'probe_failed', '0', '0'}
-end
-local window_s = tonumber(ARGV[4])
-local sec = math.floor(now)
-redis.call('HINCRBY', KEYS[2], 't:' .. sec, 1)
-if not ok then
-  redis.call('HINCRBY', KEYS[2], 'f:' .. sec, 1)
-end
-local oldest = sec - window_s + 1
-local all = redis.call('HGETALL', KEYS[2])
-local total, fails, stale = 0, 0, {}
-for i = 1, #all, 2 do
-  local field = all[i]
-  local n = tonumber(all[i + 1])
-  if tonumber(string.sub(field, 3)) < oldest then
-    stale[#stale + 1] = field
-  elseif string.sub(field, 1, 1) == 't' then
-    total = total + n
-  else
-    fails = fails + n
-  end
-end
-if #stale > 0 then
-  redis.call('HDEL', KEYS[2], unpack(stale))
-end
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[8]))
-if total >= tonumber(ARGV[5]) and fails * 1000000 >= tonumber(ARGV[6]) * total then
-  trip('failure rate ' .. fails .. '/' .. total)
-  return {'open', 'tripped', tostring(total), tostring(fails)}
-end
-return {'closed', 'recorded', tostring(total), tostring(fails)}
-"""
 
 
 def _client_retries(client: redis.Redis) -> int:
@@ -293,6 +138,7 @@ class RedisCircuitBreaker:
         clock: Callable[[], float] = time.time,
         key_prefix: str = "rag:breaker",
         redis_backoff_s: float = 1.0,
+        outages: Outages = DEFAULT_OUTAGES,
     ) -> None:
         if not _NAME_RE.fullmatch(name):
             raise ConfigurationError("breaker name", name,
@@ -302,6 +148,7 @@ class RedisCircuitBreaker:
         self.policy = policy or BreakerPolicy()
         self._clock = clock
         self._redis_backoff_s = redis_backoff_s
+        self._outages = outages
         base = f"{key_prefix}:{{{name}}}"
         self.state_key = f"{base}:state"
         self.window_key = f"{base}:window"
@@ -312,8 +159,8 @@ class RedisCircuitBreaker:
                         "before the breaker fails open. Use rag_core.llm.breaker."
                         "fail_fast_redis() or pass retry=Retry(NoBackoff(), 0).",
                         name, _client_retries(client))
-        self._acquire_script = client.register_script(_ACQUIRE_LUA)
-        self._record_script = client.register_script(_RECORD_LUA)
+        self._acquire_script = client.register_script(ACQUIRE_LUA)
+        self._record_script = client.register_script(RECORD_LUA)
         self._lock = threading.Lock()
         self._redis_down_until = 0.0  # time.monotonic(): local, not breaker time
         self._bypassed = 0
@@ -326,12 +173,20 @@ class RedisCircuitBreaker:
 
     @property
     def bypassed_calls(self) -> int:
-        """Calls this instance let through without a decision because Redis was down."""
+        """Calls this instance let through without a decision because Redis was down.
+
+        Also counted in ``rag_llm_breaker_bypassed_total``; calls refused instead (the
+        outage policy failing closed) are not among them.
+        """
         return self._bypassed
 
     @property
     def redis_errors(self) -> int:
-        """Redis errors this instance met (each degraded to fail-open)."""
+        """Redis errors this instance met.
+
+        Each one was handed to the outage policy, which decides whether the calls meanwhile
+        fail open (``bypassed_calls``) or closed.
+        """
         return self._redis_errors
 
     # --- the call path ---------------------------------------------------------------------
@@ -343,7 +198,7 @@ class RedisCircuitBreaker:
         ``unknown``): losing the breaker is better than losing every LLM call.
         """
         if self._redis_is_backing_off():
-            return self._bypass()
+            return self._bypass_or_refuse()
         token = secrets.token_hex(8)
         policy = self.policy
         try:
@@ -354,7 +209,7 @@ class RedisCircuitBreaker:
             )
         except (redis.RedisError, OSError) as exc:
             self._redis_failed("acquire", exc)
-            return self._bypass()
+            return self._bypass_or_refuse()
         state, wait = _text(reply[0]), float(_text(reply[1]))
         if state == "closed":
             return Permit(self._name, BreakerState.CLOSED)
@@ -433,15 +288,19 @@ class RedisCircuitBreaker:
         return time.monotonic() < self._redis_down_until
 
     def _redis_failed(self, operation: str, exc: BaseException) -> None:
-        BREAKER_REDIS_ERRORS.labels(self._name, operation).inc()
+        # Counted and logged by the outage policy; Redis is then left alone for a moment.
+        self._outages.handle(Control.BREAKER, operation, exc)
         with self._lock:
             self._redis_errors += 1
             self._redis_down_until = time.monotonic() + self._redis_backoff_s
-        log.warning("circuit breaker %r: Redis unreachable during %s (%s: %s); letting LLM "
-                    "calls through without a breaker for %.1fs", self._name, operation,
-                    type(exc).__name__, exc, self._redis_backoff_s)
 
-    def _bypass(self) -> Permit:
+    def _bypass_or_refuse(self) -> Permit:
+        """Without Redis there is no decision: let the call through, or (failing closed)
+        refuse it as if the breaker were open."""
+        if self._outages.mode(Control.BREAKER) is OutageMode.FAIL_CLOSED:
+            BREAKER_REJECTED.labels(self._name).inc()
+            raise CircuitOpenError(self._name, self._redis_backoff_s,
+                                   state=BreakerState.UNKNOWN.value)
         BREAKER_BYPASSED.labels(self._name).inc()
         with self._lock:
             self._bypassed += 1

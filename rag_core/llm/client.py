@@ -5,7 +5,7 @@ Who retries
 The SDK retries twice by default (and also on 408/409 and whenever the server sends
 ``x-should-retry: true``). Two retry layers would multiply attempts (3 x 3 = 9 requests per
 call) and hide them from the breaker and the audit log, so the SDK is built with
-``max_retries=0`` and tenacity applies :class:`~rag_core.llm.policy.RetryPolicy`: at most
+``max_retries=0`` and tenacity applies :class:`~rag_core.config.RetryPolicy`: at most
 ``attempts`` HTTP attempts, retrying only 429, 5xx, timeouts and connection errors (never
 400/401/403/404/422: the same request would fail the same way), waiting the ``Retry-After``
 header's seconds when the server sends one (capped), exponential backoff with jitter
@@ -29,7 +29,7 @@ Each :class:`Completion` carries ``attempts``, ``retries`` and ``breaker_state``
 when the call was admitted: ``closed``, ``half_open`` for the probe, ``unknown`` when Redis
 was unreachable). For failures too, every call (refused, failed or successful) produces a
 :class:`CallReport`, handed to the ``on_call`` hook and kept as :attr:`LLMClient.last_report`
-(per thread) — the audit log's source.
+(per thread) — the audit log's source. Both types live in :mod:`rag_core.llm.calls`.
 """
 
 from __future__ import annotations
@@ -43,110 +43,34 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import TracebackType
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, cast
 
 import groq
 import httpx
 from groq.types.chat import ChatCompletion, ChatCompletionMessageParam
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 
-from rag_core.errors import ConfigurationError
-from rag_core.llm.breaker import BreakerState, CircuitBreaker, Permit
-from rag_core.llm.errors import (
+from rag_core.config import LLMSettings, RetryPolicy
+from rag_core.errors import (
     CircuitOpenError,
+    ConfigurationError,
     LLMError,
     LLMRequestRejectedError,
     LLMResponseError,
     LLMUnavailableError,
     truncate,
 )
-from rag_core.llm.policy import LLMConfig, RetryPolicy
+from rag_core.llm.breaker_state import BreakerState, CircuitBreaker, Permit
+from rag_core.llm.calls import CallOutcome, CallReport, ChatMessage, Completion
 
 __all__ = [
-    "CallOutcome",
-    "CallReport",
-    "ChatMessage",
-    "Completion",
     "LLMClient",
     "is_transient",
     "parse_retry_after",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class ChatMessage(TypedDict):
-    """One chat message, as the OpenAI-style API takes it."""
-
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A successful chat completion and what it cost.
-
-    ``attempts`` counts HTTP attempts (1 = no retry); ``latency_ms`` is the whole call as its
-    caller waited for it, retries and backoff included; ``breaker_state`` is the breaker's
-    state when the call was admitted.
-    """
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    model: str
-    attempts: int
-    latency_ms: float
-    finish_reason: str | None = None
-    response_id: str | None = None
-    breaker_state: BreakerState = BreakerState.CLOSED
-
-    @property
-    def retries(self) -> int:
-        """Attempts after the first one."""
-        return self.attempts - 1
-
-
-class CallOutcome(StrEnum):
-    """How one call ended, for the audit log."""
-
-    OK = "ok"
-    CIRCUIT_OPEN = "circuit_open"
-    UNAVAILABLE = "unavailable"
-    REJECTED = "rejected"
-    BAD_RESPONSE = "bad_response"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class CallReport:
-    """Everything the audit log needs about one call, successful or not.
-
-    ``breaker_state`` is the state the call met (``open``/``half_open`` when it was refused);
-    ``breaker_state_after`` is the state after its outcome was recorded (``None`` when it was
-    refused and nothing was recorded). ``waits_s`` are the backoff waits requested between
-    attempts, in order.
-    """
-
-    breaker: str
-    breaker_state: BreakerState
-    breaker_state_after: BreakerState | None
-    outcome: CallOutcome
-    model: str
-    attempts: int
-    waits_s: tuple[float, ...]
-    latency_ms: float
-    status_code: int | None
-    error: str | None
-    completion: Completion | None
-
-    @property
-    def retries(self) -> int:
-        """Attempts after the first one (0 when no request was sent)."""
-        return max(0, self.attempts - 1)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -194,7 +118,7 @@ class LLMClient:
 
     def __init__(
         self,
-        config: LLMConfig,
+        config: LLMSettings,
         *,
         breaker: CircuitBreaker,
         retry: RetryPolicy | None = None,

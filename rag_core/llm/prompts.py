@@ -26,7 +26,7 @@ Sizes for token attribution
 :class:`BuiltPrompt` reports the characters of each question's own segment (its JSON object
 in the user message: id, question and passages) and of the shared part (everything else:
 the instructions and the JSON wrapper). The provider reports one ``prompt_tokens`` figure
-per call; :mod:`rag_core.batching` splits it over the questions in proportion to their
+per call; :mod:`rag_core.answering.attribution` splits it over the questions in proportion to their
 segments (the shared part is split in the same proportion, which makes a question's whole
 share proportional to its own segment). Characters are a proxy for tokens; the split only
 needs the proportions, and those are close for text in one language and one tokenizer.
@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rag_core.llm.client import ChatMessage
+from rag_core.llm.calls import ChatMessage
 
 __all__ = [
     "MAX_QUESTIONS_PER_PROMPT",

@@ -25,12 +25,12 @@ import numpy as np
 import numpy.typing as npt
 from pgvector import Vector
 
-from rag_core.cache import QueryEmbeddingCache
+from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
+from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
 from rag_core.retrieval.retriever import Retrieval, embed_question
 from rag_core.retrieval.vector_store import RetrievedChunk, VectorStore, verify_rows_belong_to
-from rag_core.tenancy import TenantId, parse_tenant_id
 
 DEFAULT_RRF_K = 60
 TextMatch = Literal["any", "all", "websearch"]

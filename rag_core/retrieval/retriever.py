@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from rag_core.cache import QueryEmbeddingCache
+from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.embeddings.base import Embedder
+from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
 from rag_core.retrieval.vector_store import RetrievedChunk, VectorStore
-from rag_core.tenancy import TenantId, parse_tenant_id
 
 
 @dataclass(frozen=True)

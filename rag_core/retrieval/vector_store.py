@@ -17,6 +17,8 @@ import numpy.typing as npt
 from pgvector import Vector
 from psycopg.types.json import Jsonb
 
+from rag_core.common.metrics import CROSS_TENANT_ROWS_BLOCKED
+from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.config import Settings
 from rag_core.db.pool import Connection, Database
 from rag_core.errors import (
@@ -24,8 +26,6 @@ from rag_core.errors import (
     DimensionMismatchError,
     UnknownEmbeddingModelError,
 )
-from rag_core.metrics import CROSS_TENANT_ROWS_BLOCKED
-from rag_core.tenancy import TenantId, parse_tenant_id
 
 _SEARCH = """
 SELECT chunk_id, document_id, tenant_id, ordinal, text, distance, plan

@@ -11,14 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from evaluations.embedding_benchmark import (
-    BACKENDS,
-    GOALS,
-    EmbeddingBenchmarkConfig,
-    as_dict,
-    run_embedding_benchmark,
-)
-from rag_core.cli import bench_embeddings
+from evaluations.cli import bench_embeddings
+from evaluations.embeddings.benchmark import run_embedding_benchmark
+from evaluations.embeddings.config import BACKENDS, GOALS, EmbeddingBenchmarkConfig
+from rag_core.config import get_settings
 from rag_core.embeddings.registry import ensure_models
 from tests.conftest import TEST_STATE_DIR
 
@@ -44,9 +40,13 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], P
     ensure_models(TEST_STATE_DIR)  # a fresh clone has no ONNX export until something asks
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAG_REPORTS_DIR", str(reports))  # never write into the repository
-        result = run_embedding_benchmark(tiny_config(), TEST_STATE_DIR,
-                                         command="pytest tiny embedding benchmark")
-    return as_dict(result), result.folder, reports
+        get_settings.cache_clear()  # reports go where the settings say
+        try:
+            result = run_embedding_benchmark(tiny_config(), TEST_STATE_DIR,
+                                             command="pytest tiny embedding benchmark")
+        finally:
+            get_settings.cache_clear()
+    return result.as_dict(), result.folder, reports
 
 
 @pytest.mark.slow

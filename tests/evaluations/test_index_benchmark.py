@@ -18,35 +18,20 @@ import typer
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
-from evaluations._index_data import (
-    Dataset,
-    DataSpec,
-    K,
-    TenantData,
-    fit_mixture,
-    ground_truth,
-    normalise,
-    recall_at_k,
-)
-from evaluations._index_db import (
-    IndexBenchmarkError,
-    create_bench_database,
-    vectorscale_status,
-)
-from evaluations._index_measure import CellResult, Strategy
-from evaluations.index_benchmark import (
-    NOT_INSTALLED,
-    BenchContext,
-    IndexBenchConfig,
-    StrategyResult,
-    best_function_config,
-    compose_candidates,
-    run_index_benchmark,
-)
-from rag_core.cli import bench_index
+from evaluations.cli import bench_index
+from evaluations.index.config import NOT_INSTALLED, IndexBenchConfig
+from evaluations.index.context import BenchContext, StrategyResult
+from evaluations.index.data import Dataset, DataSpec, TenantData, recall_at_k
+from evaluations.index.database import create_bench_database, vectorscale_status
+from evaluations.index.judging import best_function_config, compose_candidates
+from evaluations.index.measure import CellResult
+from evaluations.index.stages import run_index_benchmark
+from evaluations.index.strategies import Strategy
+from evaluations.index.vectors import K, fit_mixture, ground_truth, normalise
 from rag_core.config import Settings, get_settings
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.embeddings.base import Embedder
+from rag_core.errors import BenchmarkError
 from tests.conftest import TEST_STATE_DIR, make_settings
 
 CELL_KEYS = {"recall_at_10", "p50_ms", "p95_ms", "qps_1", "qps_2", "queries", "plan",
@@ -147,9 +132,9 @@ def test_scratch_database_is_dropped(outcome: tuple[dict[str, Any], Path, Path, 
 def test_refuses_databases_it_did_not_create(
         create_database: Callable[[str], Settings]) -> None:
     foreign = create_database("notbench")
-    with pytest.raises(IndexBenchmarkError, match="not created by rag bench index"):
+    with pytest.raises(BenchmarkError, match="not created by rag bench index"):
         create_bench_database(make_settings(), foreign.embedded_database)
-    with pytest.raises(IndexBenchmarkError, match="product's own database"):
+    with pytest.raises(BenchmarkError, match="product's own database"):
         create_bench_database(foreign, foreign.embedded_database)
 
 
@@ -226,14 +211,14 @@ def test_recommendation_sends_small_tenants_to_exact_search() -> None:
         result("product_forced_hnsw_ef100", [_cell(x, 3) for x in (0.5, 0.9, 0.97, 0.99, 1)]),
         result("product_forced_hnsw_ef400", [_cell(x, 6) for x in (0.6, 0.95, 0.985, 1, 1)]),
     ]
-    meeting = [c for c in compose_candidates(context, results) if c["meets_goal"]]
-    assert {(c["threshold_covers_rows"], c["ef_search"]) for c in meeting} == {
+    meeting = [c for c in compose_candidates(context, results) if c.meets_goal]
+    assert {(c.threshold_covers_rows, c.ef_search) for c in meeting} == {
         (5000, 400), (10_000, 100), (10_000, 400)}
     best = best_function_config(context, results)
     assert best is not None
-    assert best["ef_search"] == 100  # lowest worst-case p95
-    assert 10_000 <= best["exact_max_rows"] < 34_000  # exact for 10k, HNSW for 34k
-    assert best["exact_max_rows"] == 20_000  # where the exact branch's p95 reaches 10 ms
+    assert best.ef_search == 100  # lowest worst-case p95
+    assert 10_000 <= best.exact_max_rows < 34_000  # exact for 10k, HNSW for 34k
+    assert best.exact_max_rows == 20_000  # where the exact branch's p95 reaches 10 ms
     context_none = BenchContext(make_settings(), IndexBenchConfig.quick(product_ef=(100,)),
                                 dataset)
     assert best_function_config(context_none, results[:1]) is None
@@ -264,7 +249,6 @@ def env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     get_settings.cache_clear()
 
 
-@pytest.mark.slow
 def _bench_app() -> typer.Typer:
     """``rag bench`` with the index command (and a second one: a group with one command
     would collapse into it)."""
@@ -278,6 +262,7 @@ def _bench_app() -> typer.Typer:
     return bench_app
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_object_last(env_settings: Path, embedder: Embedder) -> None:
     bench_app = _bench_app()
     database = f"bench_index_{secrets.token_hex(4)}"
@@ -319,10 +304,12 @@ def test_flow_runs_the_same_stages(prefect_harness: None, env_settings: Path,
                                    embedder: Embedder, pg_server: EmbeddedPostgres) -> None:
     from flows import _resources
     from flows.benchmark_index import benchmark_index
+    from rag_core.composition import Platform
 
     database = f"bench_index_{secrets.token_hex(4)}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_resources, "settings", make_settings)
+        # the flow's tasks read their settings from this process's platform
+        patch.setattr(_resources, "_platform", Platform(make_settings(), start_services=False))
         summary = benchmark_index(quick=True, database=database, vectors=2000,
                                   queries_per_tenant=2, real_chunks=40,
                                   phases=["exact", "hnsw", "diskann", "partition"],
@@ -347,8 +334,7 @@ def test_flow_runs_the_same_stages(prefect_harness: None, env_settings: Path,
 def test_latency_basis_is_wall_clock_unless_cpu_is_asked_and_measured() -> None:
     from psycopg import sql as pgsql
 
-    from evaluations._index_measure import CellResult, Strategy
-    from evaluations.index_benchmark import latency_basis, meets_goal
+    from evaluations.index.judging import latency_basis, meets_goal
 
     def cell(p95_ms: float, cpu_p95_ms: float | None) -> CellResult:
         return CellResult(0.99, p95_ms / 2, p95_ms, 100.0, 150.0, 30, "exact", True, 0, 0,

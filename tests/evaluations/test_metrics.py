@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evaluations.metrics import METRICS, evaluate_run, rank_documents
+from evaluations.common.metrics import METRICS, evaluate_run, rank_documents
 
 
 def log2(x: float) -> float:

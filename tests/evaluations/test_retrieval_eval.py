@@ -16,23 +16,22 @@ import numpy as np
 import psycopg
 import pytest
 
-from evaluations.beir import BeirDatasetError, load_beir
-from evaluations.metrics import METRICS
-from evaluations.retrieval_eval import documents_from_chunks, run_retrieval_eval
-from rag_core import services
-from rag_core import tenants as tenant_admin
-from rag_core.config import Settings
+from evaluations.common.beir import load_beir
+from evaluations.common.metrics import METRICS
+from evaluations.retrieval.evaluation import documents_from_chunks, run_retrieval_eval
+from rag_core.common.tenancy import TenantId
+from rag_core.config import Settings, scifact_dir
+from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
-from rag_core.errors import CrossTenantLeakError
+from rag_core.errors import CrossTenantLeakError, DatasetError
+from rag_core.ops import services
 from rag_core.retrieval.hybrid import HybridRetriever, reciprocal_rank_fusion
 from rag_core.retrieval.retriever import Retrieval
 from rag_core.retrieval.vector_store import ChunkToStore, RetrievedChunk, VectorStore
-from rag_core.tenancy import TenantId
-from tests.conftest import REPO_ROOT
 
-SCIFACT = REPO_ROOT / "data" / "scifact" / "corpus.jsonl.gz"
+SCIFACT = scifact_dir() / "corpus.jsonl.gz"
 
 # Queries over the first 30 SciFact abstracts, with grades written for this test.
 TITLE_QUERY = "Targeting A20 Decreases Glioma Stem Cell Survival and Tumor Growth"  # doc 33370
@@ -92,18 +91,18 @@ def test_beir_loader_splits_header_crlf_and_limits(tiny_beir: Path) -> None:
     dev = load_beir(tiny_beir, "dev")
     assert dev.qrels == {"q_dev": {"97884": 1}, "q_title": {"33370": 1}}
     assert list(load_beir(tiny_beir).limited(2).queries) == ["q_title", "q_obesity"]
-    with pytest.raises(BeirDatasetError, match=r"no qrels for split 'train' \(available: dev, "
+    with pytest.raises(DatasetError, match=r"no qrels for split 'train' \(available: dev, "
                                                r"test\)"):
         load_beir(tiny_beir, "train")
     (tiny_beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq_gone\t1\t1\n")
-    with pytest.raises(BeirDatasetError, match=r"not in queries\.jsonl"):
+    with pytest.raises(DatasetError, match=r"not in queries\.jsonl"):
         load_beir(tiny_beir)
 
 
 # --- the evaluation end to end -----------------------------------------------------------
 def test_dense_eval_end_to_end(settings: Settings, db: Database, embedder: Embedder,
                                tiny_beir: Path) -> None:
-    result = run_retrieval_eval(settings, db, embedder, tiny_beir)
+    result = run_retrieval_eval(settings, db, embedder, tiny_beir).as_dict()
     json.dumps(result)  # JSON-able as it is
     assert result["ok"] and result["mode"] == "dense" and result["split"] == "test"
     assert result["queries"] == 5
@@ -152,7 +151,7 @@ def test_documents_take_their_best_chunk_or_only_their_first() -> None:
 def test_hybrid_eval_on_another_split_and_a_kept_tenant_reused(
         settings: Settings, db: Database, embedder: Embedder, tiny_beir: Path) -> None:
     result = run_retrieval_eval(settings, db, embedder, tiny_beir, split="dev", mode="hybrid",
-                                k=20, limit_queries=1, keep_tenant=True)
+                                k=20, limit_queries=1, keep_tenant=True).as_dict()
     try:
         assert (result["mode"], result["split"], result["queries"], result["k"]) == \
             ("hybrid", "dev", 1, 20)
@@ -165,7 +164,7 @@ def test_hybrid_eval_on_another_split_and_a_kept_tenant_reused(
         # The kept tenant serves another run: nothing is embedded or stored again.
         again = run_retrieval_eval(settings, db, embedder, tiny_beir, split="dev",
                                    tenant=result["tenant_id"], limit_queries=1,
-                                   document_score="first_chunk")
+                                   document_score="first_chunk").as_dict()
         assert (again["tenant_id"], again["tenant_kept"]) == (result["tenant_id"], True)
         assert (again["ingested_now"], again["docs"], again["chunks"]) == \
             (0, 30, result["chunks"])

@@ -1,4 +1,5 @@
-"""One Prefect test harness (a temporary local API) for the whole session."""
+"""One Prefect test harness (a temporary local API) for the whole session, and the flows'
+per-process platform pointed at the test database."""
 
 from __future__ import annotations
 
@@ -7,8 +8,25 @@ from collections.abc import Iterator
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+from flows import _resources
+from rag_core.composition import Platform
+from rag_core.config import Settings
+from rag_core.db.pool import Database
+from rag_core.embeddings.base import Embedder
+
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture()
+def flow_platform(settings: Settings, db: Database, embedder: Embedder,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """The flows' per-process platform, pointed at the test database and the session's
+    pool and model (closed, and forgotten, after the test)."""
+    platform = Platform(settings, database=db, embedder=embedder, start_services=False)
+    monkeypatch.setattr(_resources, "_platform", platform)
+    yield platform
+    platform.close()

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from flows import _resources
 from flows.ingest import IngestParameters, ingest
-from rag_core.config import Settings
-from rag_core.embeddings.base import Embedder
-from rag_core.tenancy import TenantId
+from rag_core.common.tenancy import TenantId
+from rag_core.composition import Platform
 from tests.ingestion.conftest import scifact_records
-
-
-@pytest.fixture()
-def flow_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                  embedder: Embedder) -> Iterator[Settings]:
-    """Point the flows' per-process resources at the test database."""
-    monkeypatch.setattr(_resources, "settings", lambda: settings)
-    monkeypatch.setattr(_resources, "_database", None)
-    yield settings
-    if _resources._database is not None:
-        _resources._database.close()
 
 
 @pytest.mark.slow
 def test_ingest_flow_ingests_then_finds_duplicates(
-        prefect_harness: None, flow_settings: Settings, make_tenant: Callable[[], TenantId],
+        prefect_harness: None, flow_platform: Platform, make_tenant: Callable[[], TenantId],
         write_jsonl: Callable[..., Path]) -> None:
     tenant = make_tenant()
     source = write_jsonl(scifact_records(6, start=500))

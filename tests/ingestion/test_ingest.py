@@ -18,9 +18,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from rag_core import services
-from rag_core import tenants as tenant_admin
+from rag_core.common.tenancy import TenantId
 from rag_core.config import Settings
+from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import Database
@@ -29,8 +29,8 @@ from rag_core.ingestion.chunking import chunk_document
 from rag_core.ingestion.jobs import list_rejections, plan_job, summarize
 from rag_core.ingestion.runner import run_ingestion
 from rag_core.ingestion.worker import WorkerPolicy
+from rag_core.ops import services
 from rag_core.retrieval.vector_store import VectorStore
-from rag_core.tenancy import TenantId
 from tests.conftest import REPO_ROOT, TEST_STATE_DIR, make_settings
 from tests.ingestion.conftest import scifact_records
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from rag_core.common.tenancy import new_tenant_id
 from rag_core.ingestion.sources import SourceRecord
 from rag_core.ingestion.validation import RecordValidator, ValidationPolicy
-from rag_core.tenancy import new_tenant_id
 
 
 def _record(line: int, rid: str | None, text: str, title: str = "t",

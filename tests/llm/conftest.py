@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 import redis
 
-from evaluations.fake_groq import FakeGroqServer
-from rag_core.llm import BreakerPolicy, LLMClient, LLMConfig, RedisCircuitBreaker, RetryPolicy
-from rag_core.redis_client import fail_fast_redis
-from rag_core.redis_embedded import EmbeddedRedis
+from rag_core.config import BreakerPolicy, LLMSettings, RetryPolicy
+from rag_core.llm import LLMClient, RedisCircuitBreaker
+from rag_core.redis.client import fail_fast_redis
+from rag_core.redis.embedded import EmbeddedRedis
+from rag_testing.fake_groq import FakeGroqServer
 
 
 class FakeClock:
@@ -111,7 +112,7 @@ def make_client(fake_groq: FakeGroqServer, make_breaker: MakeBreaker,
                 timeout_s: float = 5.0, base_url: str | None = None,
                 **kwargs: Any) -> LLMClient:
         kwargs.setdefault("sleep", sleeper)
-        config = LLMConfig(base_url=base_url or fake_groq.base_url, api_key="test-key",
+        config = LLMSettings(base_url=base_url or fake_groq.base_url, api_key="test-key",
                            timeout_s=timeout_s)
         client = LLMClient(config, breaker=breaker or make_breaker(),
                            retry=retry or RetryPolicy(), **kwargs)

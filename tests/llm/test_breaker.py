@@ -15,22 +15,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from evaluations.fake_groq import FakeGroqServer, chat_completion, error_response, held
-from rag_core.errors import ConfigurationError
+from rag_core.common.metrics import REGISTRY
+from rag_core.config import BreakerPolicy, RetryPolicy
+from rag_core.errors import CircuitOpenError, ConfigurationError, LLMUnavailableError
 from rag_core.llm import (
-    BreakerPolicy,
     BreakerState,
     ChatMessage,
-    CircuitOpenError,
-    LLMUnavailableError,
     Permit,
     RedisCircuitBreaker,
-    RetryPolicy,
 )
 from rag_core.llm.breaker import BREAKER_BYPASSED
-from rag_core.metrics import REGISTRY
-from rag_core.redis_client import fail_fast_redis
-from rag_core.redis_embedded import EmbeddedRedis
+from rag_core.redis.client import fail_fast_redis
+from rag_core.redis.embedded import EmbeddedRedis
+from rag_testing.fake_groq import FakeGroqServer, chat_completion, error_response, held
 from tests.llm.conftest import FakeClock, MakeBreaker, MakeClient
 
 USER: list[ChatMessage] = [{"role": "user", "content": "ping"}]

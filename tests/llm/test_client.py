@@ -6,7 +6,22 @@ import socket
 
 import pytest
 
-from evaluations.fake_groq import (
+from rag_core.config import LLMSettings, RetryPolicy
+from rag_core.errors import (
+    ConfigurationError,
+    LLMRequestRejectedError,
+    LLMResponseError,
+    LLMUnavailableError,
+)
+from rag_core.llm import (
+    BreakerState,
+    CallOutcome,
+    CallReport,
+    ChatMessage,
+    LLMClient,
+    parse_retry_after,
+)
+from rag_testing.fake_groq import (
     FakeGroqServer,
     chat_completion,
     error_response,
@@ -14,20 +29,6 @@ from evaluations.fake_groq import (
     malformed_body,
     rate_limited,
     slow,
-)
-from rag_core.errors import ConfigurationError
-from rag_core.llm import (
-    BreakerState,
-    CallOutcome,
-    CallReport,
-    ChatMessage,
-    LLMClient,
-    LLMConfig,
-    LLMRequestRejectedError,
-    LLMResponseError,
-    LLMUnavailableError,
-    RetryPolicy,
-    parse_retry_after,
 )
 from tests.llm.conftest import MakeBreaker, MakeClient, SleepRecorder
 
@@ -117,7 +118,7 @@ def test_malformed_envelope_is_a_response_error_and_a_breaker_failure(
 def test_non_json_body_is_a_response_error(fake_groq: FakeGroqServer,
                                            make_client: MakeClient) -> None:
     # The SDK returns the body text (a str, not a ChatCompletion) for a non-JSON content type.
-    from evaluations.fake_groq import FakeResponse
+    from rag_testing.fake_groq import FakeResponse
     fake_groq.enqueue(FakeResponse(200, b"<html>gateway</html>", content_type="text/html"))
     with pytest.raises(LLMResponseError) as caught:
         make_client().complete(USER)
@@ -287,7 +288,7 @@ def test_missing_api_key_is_a_configuration_error(monkeypatch: pytest.MonkeyPatc
                                                   make_breaker: MakeBreaker) -> None:
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     with pytest.raises(ConfigurationError) as caught:
-        LLMClient(LLMConfig(base_url="http://127.0.0.1:9"), breaker=make_breaker())
+        LLMClient(LLMSettings(base_url="http://127.0.0.1:9"), breaker=make_breaker())
     assert caught.value.setting == "llm.api_key"
 
 

@@ -12,19 +12,18 @@ from typing import Any
 import psycopg
 import pytest
 
-from evaluations.fake_groq import FakeGroqServer, answering_responder
-from rag_core import tenants as tenant_admin
-from rag_core.config import Settings
+from rag_core.common.tenancy import TenantId
+from rag_core.composition import Platform
+from rag_core.config import RateLimitPolicy, Settings
+from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.ingestion.runner import run_ingestion
-from rag_core.query_factory import build_query_service
-from rag_core.query_service import QueryService
-from rag_core.rate_limit import RateLimitPolicy
-from rag_core.redis_embedded import EmbeddedRedis
+from rag_core.query.service import QueryService
+from rag_core.redis.embedded import EmbeddedRedis
 from rag_core.retrieval.vector_store import VectorStore
-from rag_core.tenancy import TenantId
+from rag_testing.fake_groq import FakeGroqServer, answering_responder
 from tests.ingestion.conftest import scifact_records
 
 
@@ -38,7 +37,7 @@ def corpus_tenant(settings: Settings, embedder: Embedder,
     folder = tmp_path_factory.mktemp("corpus")
     source = folder / "corpus.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in scifact_records(40, start=1000)))
-    from rag_core import services
+    from rag_core.ops import services
 
     with services.open_database(settings) as db:
         run_ingestion(db, embedder, VectorStore(db, settings), tenant, source)
@@ -68,8 +67,8 @@ def make_service(settings: Settings, db: Database, embedder: Embedder,
                                           tokens_per_day=100_000_000)}
         values.update(overrides)
         service_settings = settings.model_copy(update=values)
-        return build_query_service(service_settings, db, embedder=embedder,
-                                   redis_url=redis_url or redis_server.url())
+        return Platform(service_settings, database=db, embedder=embedder,
+                        redis_url=redis_url or redis_server.url()).query_service
 
     return factory
 

@@ -15,16 +15,14 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from evaluations.fake_groq import FakeGroqServer, answering_responder, chat_completion
-from rag_core.cache import CACHE_BYPASSED
-from rag_core.config import Settings
+from rag_core.common.outage import Control, outage_count
+from rag_core.common.tenancy import TenantId
+from rag_core.config import LLMSettings, RateLimitPolicy, Settings
 from rag_core.db.pool import Database
-from rag_core.metrics import counter_value
-from rag_core.query_service import QueryService
-from rag_core.rate_limit import RateLimitPolicy
-from rag_core.redis_embedded import EmbeddedRedis
-from rag_core.sessions import InvalidSessionIdError, new_session_id
-from rag_core.tenancy import TenantId
+from rag_core.query.service import QueryService
+from rag_core.query.sessions import InvalidSessionIdError, new_session_id
+from rag_core.redis.embedded import EmbeddedRedis
+from rag_testing.fake_groq import FakeGroqServer, answering_responder, chat_completion
 from tests.conftest import REPO_ROOT
 from tests.query.conftest import audit_rows, last_audit_id
 
@@ -40,8 +38,8 @@ QUESTIONS = [
 
 
 def llm_settings(fake: FakeGroqServer) -> dict[str, Any]:
-    return {"llm_api_key": SecretStr("test-key"), "llm_base_url": fake.base_url,
-            "llm_timeout_s": 5.0}
+    return {"llm": LLMSettings(api_key=SecretStr("test-key"), base_url=fake.base_url,
+                               timeout_s=5.0)}
 
 
 def test_single_question_offline_uses_the_labelled_extractive_answerer(
@@ -179,12 +177,12 @@ def test_queries_keep_working_when_redis_dies_mid_run(
         status = own_redis.status()
         assert status.pid is not None
         os.kill(status.pid, signal.SIGKILL)
-        bypassed = counter_value(CACHE_BYPASSED.labels("answer", "get"))
+        bypassed = outage_count(Control.ANSWER_CACHE, "get")
         before = last_audit_id(db, corpus_tenant)
         answers = service.ask_many(corpus_tenant, QUESTIONS[:3])
         assert all(a.error_code is None and a.answer for a in answers)
         assert not any(a.cache_hit for a in answers)
-        assert counter_value(CACHE_BYPASSED.labels("answer", "get")) >= bypassed + 3
+        assert outage_count(Control.ANSWER_CACHE, "get") >= bypassed + 3
         assert len(audit_rows(db, corpus_tenant, before)) == 4  # batch + 3 sub-queries
     finally:
         with contextlib.suppress(Exception):

@@ -1,0 +1,1 @@
+"""``rag bench ingest``: raw embedding throughput against end-to-end ingestion throughput."""

@@ -1,0 +1,1 @@
+"""Precision and recall of the PII redactor on its labelled cases."""

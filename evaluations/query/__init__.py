@@ -1,0 +1,1 @@
+"""``rag bench query``: query latency cached vs uncached, and what batching saves."""

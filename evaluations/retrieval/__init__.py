@@ -1,0 +1,1 @@
+"""``rag eval retrieval``: retrieval quality of the real product path on a BEIR dataset."""

@@ -1,0 +1,233 @@
+"""The composition root: the one place that builds the platform's long-lived objects.
+
+The CLI, every Prefect flow, the benchmarks and the test fixtures get the database pool, the
+Redis client, the embedder, the retriever, the answerer, the query service and the
+ingestion runner from a :class:`Platform`, so each is assembled one way only. Objects are
+built on first use (a command that only migrates never loads a model) and closed together
+by :meth:`Platform.close` (or the ``with`` block), in reverse order of creation; objects
+passed in from outside (``database=``, ``embedder=``) are used, never closed.
+
+Typical use::
+
+    with Platform(get_settings()) as platform:
+        answer = platform.query_service.ask(tenant, "Does vitamin D help?")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from functools import cached_property
+from types import TracebackType
+from typing import Any
+
+import psycopg
+import redis
+
+from rag_core.answering import EXTRACTIVE_MODEL, ExtractiveAnswerer, LLMBatchAnswerer
+from rag_core.common.outage import Outages
+from rag_core.common.processes import file_lock, write_atomic
+from rag_core.config import Settings
+from rag_core.db.connection import admin_connection
+from rag_core.db.pool import Database
+from rag_core.embeddings.base import Embedder
+from rag_core.embeddings.registry import load_embedder
+from rag_core.ingestion.chunking import ChunkingPolicy
+from rag_core.ingestion.runner import IngestionRunner
+from rag_core.ingestion.worker import WorkerPolicy
+from rag_core.limits.concurrency import GuardedSlots, RedisSemaphore
+from rag_core.limits.quota import TokenQuota
+from rag_core.limits.rate import RateLimiter
+from rag_core.llm.breaker import RedisCircuitBreaker
+from rag_core.llm.client import LLMClient
+from rag_core.llm.prompts import PROMPT_VERSION
+from rag_core.ops import services
+from rag_core.query.answer_cache import AnswerCache
+from rag_core.query.audit import AuditLog
+from rag_core.query.service import QueryConfig, QueryService
+from rag_core.redis.client import redis_from_settings
+from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
+from rag_core.retrieval.hybrid import HybridRetriever
+from rag_core.retrieval.retriever import Retriever
+from rag_core.retrieval.vector_store import VectorStore
+
+__all__ = ["EXTRACTIVE_MODEL", "Platform", "session_key"]
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def session_key(settings: Settings) -> bytes:
+    """The HMAC key for session ids: configured, or created once in the state folder."""
+    if settings.session_hash_key is not None:
+        return settings.session_hash_key.get_secret_value().encode()
+    path = settings.state_dir / "session_hash.key"
+    if not path.exists():
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(settings.state_dir / ".session_key.lock"):
+            if not path.exists():
+                write_atomic(path, secrets.token_hex(32), mode=0o600)
+    return path.read_text().strip().encode()
+
+
+class Platform:
+    """Every long-lived object of one process, built from ``settings`` on first use.
+
+    ``start_services`` starts the embedded PostgreSQL and Redis when the settings call for
+    them (a no-op for external servers). ``database``, ``embedder`` and ``redis_url`` let a
+    caller share objects it owns (tests share one pool per session).
+    """
+
+    def __init__(self, settings: Settings, *, start_services: bool = True,
+                 database: Database | None = None, embedder: Embedder | None = None,
+                 redis_url: str | None = None) -> None:
+        self.settings = settings
+        self.outages = Outages(settings.outage)
+        self._start_services = start_services
+        self._given_database = database
+        self._given_embedder = embedder
+        self._redis_url = redis_url
+        self._closers: list[Any] = []
+        self._services_started = False
+
+    # --- lifetime ------------------------------------------------------------------------
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close what this platform opened, newest first (safe to call twice)."""
+        while self._closers:
+            closer = self._closers.pop()
+            with contextlib.suppress(Exception):
+                closer.close()
+
+    def ensure_services(self) -> None:
+        """Start the embedded servers the settings call for (idempotent)."""
+        if self._start_services and not self._services_started:
+            services.start_services(self.settings)
+            self._services_started = True
+
+    # --- adapters --------------------------------------------------------------------------
+    @cached_property
+    def database(self) -> Database:
+        """The pool of application-role connections."""
+        if self._given_database is not None:
+            return self._given_database
+        self.ensure_services()
+        database = services.open_database(self.settings)
+        self._closers.append(database)
+        return database
+
+    @contextlib.contextmanager
+    def admin_connection(self) -> Iterator[Connection]:
+        """An autocommit connection as the admin (migrations, tenant administration)."""
+        self.ensure_services()
+        with admin_connection(self.settings) as conn:
+            yield conn
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """A fail-fast Redis client (tight timeouts, no client-side retries)."""
+        if self._redis_url is None:
+            self.ensure_services()
+        client = redis_from_settings(self.settings,
+                                     self._redis_url or services.redis_url(self.settings))
+        self._closers.append(client)
+        return client
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        """The configured embedding backend (cached per process by its registry)."""
+        if self._given_embedder is not None:
+            return self._given_embedder
+        return load_embedder(self.settings.embedding_backend, state_dir=self.settings.state_dir)
+
+    @cached_property
+    def vector_store(self) -> VectorStore:
+        return VectorStore(self.database, self.settings,
+                           model_key=self.settings.embedding_model_key)
+
+    # --- retrieval and ingestion -----------------------------------------------------------
+    @cached_property
+    def query_embedding_cache(self) -> QueryEmbeddingCache:
+        return QueryEmbeddingCache(self.redis, self.embedder.model_id,
+                                   self.embedder.model_version,
+                                   prefix=self.settings.redis_key_prefix, outages=self.outages)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(self.embedder, self.vector_store, self.query_embedding_cache,
+                         k=self.settings.retrieval_k,
+                         weak_score_below=self.settings.weak_score_below)
+
+    def hybrid_retriever(self, **options: Any) -> HybridRetriever:
+        """Dense + full-text retrieval fused by RRF (``options`` go to the retriever)."""
+        return HybridRetriever(self.embedder, self.vector_store, self.database,
+                               self.query_embedding_cache, **options)
+
+    @cached_property
+    def worker_policy(self) -> WorkerPolicy:
+        s = self.settings
+        return WorkerPolicy(
+            claim_batch=s.ingest_claim_batch, embed_batch_size=s.embed_batch_size,
+            chunking=ChunkingPolicy(max_tokens=s.chunk_max_tokens,
+                                    overlap_tokens=s.chunk_overlap_tokens))
+
+    @cached_property
+    def ingestion(self) -> IngestionRunner:
+        return IngestionRunner(self.database, self.embedder, self.vector_store,
+                               self.worker_policy, default_workers=self.settings.ingest_workers)
+
+    # --- answering and the query path ------------------------------------------------------
+    @cached_property
+    def llm_client(self) -> LLMClient | None:
+        """The LLM client behind the shared breaker, or None without an API key."""
+        llm = self.settings.llm
+        if not llm.configured:
+            return None
+        # One breaker per model endpoint, shared by every process that calls it.
+        breaker = RedisCircuitBreaker(f"llm:{llm.model}", self.redis, self.settings.breaker,
+                                      key_prefix=f"{self.settings.redis_key_prefix}:breaker",
+                                      outages=self.outages)
+        client = LLMClient(llm, breaker=breaker, retry=self.settings.retry)
+        self._closers.append(client)
+        return client
+
+    @cached_property
+    def answerer(self) -> LLMBatchAnswerer | ExtractiveAnswerer:
+        """The LLM batch answerer when an API key is configured, else the extractive one."""
+        if self.llm_client is None:
+            return ExtractiveAnswerer()
+        return LLMBatchAnswerer(self.llm_client, max_batch_size=self.settings.batch_size)
+
+    @cached_property
+    def query_service(self) -> QueryService:
+        s = self.settings
+        prefix = s.redis_key_prefix
+        limits = s.rate_limit.model_copy(update={"key_prefix": prefix})
+        embedder = self.embedder
+        config = QueryConfig(
+            k=s.retrieval_k, batch_size=s.batch_size,
+            max_concurrent_llm_calls=s.max_concurrent_llm_calls,
+            max_concurrent_searches=s.max_concurrent_searches,
+            model=s.llm.model if s.llm.configured else EXTRACTIVE_MODEL,
+            prompt_version=PROMPT_VERSION,
+            embedding_model=f"{embedder.model_id}@{embedder.model_version}")
+        # The LLM-call cap holds across every process sharing this Redis (Prefect workers
+        # included), not only within one.
+        llm_slots = GuardedSlots(RedisSemaphore(
+            self.redis, f"llm:{s.llm.model}", s.max_concurrent_llm_calls,
+            key_prefix=f"{prefix}:sem"), self.outages) if s.llm.configured else None
+        return QueryService(
+            self.database, self.retriever, self.answerer, config=config,
+            answer_cache=AnswerCache(self.redis, ttl_s=s.answer_cache_ttl_s, prefix=prefix,
+                                     outages=self.outages),
+            rate_limiter=RateLimiter(self.redis, limits),
+            quota=TokenQuota(self.redis, limits),
+            audit=AuditLog(self.database, s.state_dir / "spool",
+                           store_question=s.audit_question_storage),
+            session_key=session_key(s), llm_slots=llm_slots, outages=self.outages)

@@ -1,0 +1,118 @@
+"""The one exception tree of the platform, in one place (this package).
+
+Every error the product raises on purpose derives from :class:`RagCoreError`, carries the
+offending value as attributes and in its message, and maps to exactly one
+:class:`~rag_core.codes.ErrorCode` (its class attribute ``code``). Third-party exceptions are
+translated at the boundary where they arise (psycopg in ``rag_core.db``, groq in
+``rag_core.llm``, redis in ``rag_core.limits``), with the original kept as ``__cause__``.
+
+The tree::
+
+    RagCoreError
+    ├── ConfigurationError
+    ├── InputError: InvalidQuestionIdsError, QuestionFileError, SourceError, DatasetError,
+    │               InvalidTokenCountError, InvalidSessionIdError, SessionKeyTooShortError,
+    │               DimensionMismatchError
+    ├── TenantError: InvalidTenantIdError, UnknownTenantError, CrossTenantLeakError,
+    │                UnsafeDatabaseRoleError
+    ├── DatabaseError: DatabaseUnavailableError, MigrationError (MigrationChecksumError),
+    │                  UnknownEmbeddingModelError
+    ├── ServiceError: EmbeddedServerError, EmbeddingModelUnavailableError
+    ├── LLMError: LLMUnavailableError, LLMRequestRejectedError, CircuitOpenError,
+    │             LLMResponseError
+    ├── LimitError: RateLimitExceededError, TokenQuotaExceededError, RateLimitBackendError,
+    │               ConcurrencyError (ConcurrencyLimitTimeoutError, ConcurrencyBackendError)
+    └── BenchmarkError
+"""
+
+from rag_core.errors.base import RAW_TEXT_LIMIT, RagCoreError, truncate
+from rag_core.errors.benchmarks import (
+    BenchmarkError,
+)
+from rag_core.errors.inputs import (
+    ConfigurationError,
+    DatasetError,
+    DimensionMismatchError,
+    InputError,
+    InvalidQuestionIdsError,
+    InvalidSessionIdError,
+    InvalidTokenCountError,
+    QuestionFileError,
+    SessionKeyTooShortError,
+    SourceError,
+)
+from rag_core.errors.limits import (
+    ConcurrencyBackendError,
+    ConcurrencyError,
+    ConcurrencyLimitTimeoutError,
+    LimitError,
+    RateLimitBackendError,
+    RateLimitExceededError,
+    TokenQuotaExceededError,
+)
+from rag_core.errors.llm import (
+    CircuitOpenError,
+    LLMError,
+    LLMRequestRejectedError,
+    LLMResponseError,
+    LLMUnavailableError,
+)
+from rag_core.errors.storage import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    EmbeddedServerError,
+    EmbeddingModelUnavailableError,
+    MigrationChecksumError,
+    MigrationError,
+    ServiceError,
+    UnknownEmbeddingModelError,
+)
+from rag_core.errors.tenancy import (
+    CrossTenantLeakError,
+    InvalidTenantIdError,
+    TenantError,
+    UnknownTenantError,
+    UnsafeDatabaseRoleError,
+)
+
+__all__ = [
+    "RAW_TEXT_LIMIT",
+    "BenchmarkError",
+    "CircuitOpenError",
+    "ConcurrencyBackendError",
+    "ConcurrencyError",
+    "ConcurrencyLimitTimeoutError",
+    "ConfigurationError",
+    "CrossTenantLeakError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "DatasetError",
+    "DimensionMismatchError",
+    "EmbeddedServerError",
+    "EmbeddingModelUnavailableError",
+    "InputError",
+    "InvalidQuestionIdsError",
+    "InvalidSessionIdError",
+    "InvalidTenantIdError",
+    "InvalidTokenCountError",
+    "LLMError",
+    "LLMRequestRejectedError",
+    "LLMResponseError",
+    "LLMUnavailableError",
+    "LimitError",
+    "MigrationChecksumError",
+    "MigrationError",
+    "QuestionFileError",
+    "RagCoreError",
+    "RateLimitBackendError",
+    "RateLimitExceededError",
+    "ServiceError",
+    "SessionKeyTooShortError",
+    "SourceError",
+    "TenantError",
+    "TokenQuotaExceededError",
+    "UnknownEmbeddingModelError",
+    "UnknownTenantError",
+    "UnsafeDatabaseRoleError",
+    "truncate",
+]

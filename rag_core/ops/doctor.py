@@ -1,0 +1,211 @@
+"""``rag doctor``: is every component the platform needs present, reachable and safe?
+
+Each check names what is wrong in words a user can act on ("extension vector is not
+installed in database rag", "pgvector 0.7.0 < 0.8.0 required for iterative index scans").
+Optional components (pgvectorscale) are reported as information, never as failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import psycopg
+import redis
+
+from rag_core.config import Settings
+from rag_core.db import migrations
+from rag_core.db.connection import DatabaseTargets, redact_url, resolve_targets
+from rag_core.db.embedded import EmbeddedPostgres
+from rag_core.db.pool import check_application_role
+from rag_core.db.schema import TENANT_TABLES
+from rag_core.errors import RagCoreError
+from rag_core.redis.embedded import EmbeddedRedis
+
+MIN_POSTGRES = 15
+MIN_PGVECTOR = (0, 8, 0)
+
+Status = Literal["ok", "fail", "info"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.status != "fail" for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
+
+
+def run_doctor(settings: Settings) -> DoctorReport:
+    checks: list[Check] = []
+    checks.extend(_check_postgres(settings))
+    checks.append(_check_redis(settings))
+    return DoctorReport(checks)
+
+
+def _check_postgres(settings: Settings) -> list[Check]:
+    if settings.uses_embedded_postgres:
+        status = EmbeddedPostgres(settings.state_dir).status()
+        if not status.running:
+            return [Check("postgres", "fail",
+                          f"embedded PostgreSQL in {status.data_dir} is not running; "
+                          "run `rag db start`")]
+    try:
+        targets = resolve_targets(settings)
+    except RagCoreError as exc:
+        return [Check("postgres", "fail", str(exc))]
+    try:
+        conn = psycopg.connect(targets.admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        return [Check("postgres", "fail", f"cannot connect to {redact_url(targets.admin_url)}: "
+                      f"{str(exc).strip()}")]
+    with conn:
+        return _check_database(conn, targets, settings)
+
+
+def _check_database(conn: psycopg.Connection[tuple[Any, ...]], targets: DatabaseTargets,
+                    settings: Settings) -> list[Check]:
+    checks: list[Check] = []
+    row = conn.execute("SELECT current_setting('server_version_num')::int, "
+                       "current_setting('server_version'), current_database()").fetchone()
+    assert row is not None
+    version_num, version, database = int(row[0]), str(row[1]), str(row[2])
+    where = "embedded" if targets.embedded else redact_url(targets.admin_url)
+    if version_num // 10000 < MIN_POSTGRES:
+        checks.append(Check("postgres", "fail",
+                            f"PostgreSQL {version} < {MIN_POSTGRES} required ({where})"))
+    else:
+        checks.append(Check("postgres", "ok", f"PostgreSQL {version}, database {database} "
+                                              f"({where})"))
+
+    checks.append(_check_extension_vector(conn, database))
+    checks.append(_check_vectorscale(conn, database))
+    checks.append(_check_migrations(conn, settings))
+    checks.append(_check_rls(conn))
+    checks.append(_check_app_role(targets))
+    return checks
+
+
+def _check_extension_vector(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> Check:
+    installed = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    available = conn.execute(
+        "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    if installed is None:
+        if available is None:
+            return Check("pgvector", "fail",
+                         f"extension vector is not installed in database {database}, and the "
+                         "server has no pgvector to install: install pgvector >= 0.8.0 on it")
+        return Check("pgvector", "fail",
+                     f"extension vector is not installed in database {database} (the server "
+                     f"offers {available[0]}): run `rag db upgrade`")
+    version = str(installed[0])
+    if _version_tuple(version) < MIN_PGVECTOR:
+        wanted = ".".join(map(str, MIN_PGVECTOR))
+        return Check("pgvector", "fail",
+                     f"pgvector {version} < {wanted} required for iterative index scans "
+                     f"(database {database}): ALTER EXTENSION vector UPDATE")
+    return Check("pgvector", "ok", f"pgvector {version} in database {database}")
+
+
+def _check_vectorscale(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> Check:
+    installed = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'vectorscale'").fetchone()
+    if installed is not None:
+        return Check("pgvectorscale", "info", f"vectorscale {installed[0]} installed")
+    available = conn.execute(
+        "SELECT default_version FROM pg_available_extensions WHERE name = 'vectorscale'"
+    ).fetchone()
+    if available is not None:
+        return Check("pgvectorscale", "info",
+                     f"vectorscale {available[0]} available, not installed in {database}")
+    return Check("pgvectorscale", "info",
+                 "vectorscale not available on this server (diskann benchmarks are skipped)")
+
+
+def _check_migrations(conn: psycopg.Connection[tuple[Any, ...]], settings: Settings) -> Check:
+    try:
+        states = migrations.status(conn, settings.migrations_dir)
+    except RagCoreError as exc:
+        return Check("migrations", "fail", str(exc))
+    pending = [s.version for s in states if not s.applied]
+    edited = [s.version for s in states if s.checksum_ok is False]
+    if edited:
+        return Check("migrations", "fail", f"applied migrations edited since: {edited}")
+    if pending:
+        return Check("migrations", "fail", f"pending migrations {pending}: run `rag db upgrade`")
+    latest = max((s.version for s in states), default=0)
+    return Check("migrations", "ok", f"{len(states)} applied, at version {latest:04d}")
+
+
+def _check_rls(conn: psycopg.Connection[tuple[Any, ...]]) -> Check:
+    rows = conn.execute(
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, "
+        "       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) "
+        "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        " WHERE n.nspname = 'rag' AND c.relname = ANY(%s)", [list(TENANT_TABLES)]).fetchall()
+    found = {str(r[0]): (bool(r[1]), bool(r[2]), int(r[3])) for r in rows}
+    problems = []
+    for table in TENANT_TABLES:
+        if table not in found:
+            problems.append(f"{table} missing")
+            continue
+        enabled, forced, policies = found[table]
+        if not (enabled and forced and policies):
+            problems.append(f"{table} (enabled={enabled}, forced={forced}, policies={policies})")
+    if problems:
+        return Check("row-level security", "fail", "not enforced on: " + ", ".join(problems))
+    return Check("row-level security", "ok",
+                 f"enabled and forced on {len(TENANT_TABLES)} tenant tables")
+
+
+def _check_app_role(targets: DatabaseTargets) -> Check:
+    try:
+        with psycopg.connect(targets.app_url, connect_timeout=5) as conn:
+            role = check_application_role(conn)
+    except psycopg.OperationalError as exc:
+        return Check("application role", "fail",
+                     f"cannot connect as {targets.app_role}: {str(exc).strip()}")
+    except RagCoreError as exc:
+        return Check("application role", "fail", str(exc))
+    return Check("application role", "ok",
+                 f"{role}: not superuser, NOBYPASSRLS, owns nothing in schema rag")
+
+
+def _check_redis(settings: Settings) -> Check:
+    if settings.uses_embedded_redis:
+        status = EmbeddedRedis(settings.state_dir).status()
+        if not status.running:
+            return Check("redis", "fail", f"embedded Redis in {status.data_dir} is not running; "
+                                          "run `rag services start`")
+        url = EmbeddedRedis(settings.state_dir).url()
+    else:
+        assert settings.redis_url is not None
+        url = settings.redis_url
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        info = client.info("server")
+        lua_ok = client.eval("return 1", 0) == 1
+    except redis.RedisError as exc:
+        return Check("redis", "fail", f"cannot use Redis: {exc}")
+    finally:
+        client.close()
+    if not lua_ok:
+        return Check("redis", "fail", "Redis does not run Lua scripts (needed for rate limits)")
+    where = "embedded" if settings.uses_embedded_redis else "REDIS_URL"
+    return Check("redis", "ok", f"Redis {info.get('redis_version')} ({where}), Lua ok")

@@ -1,0 +1,101 @@
+"""Bring the platform's backing services up: embedded servers when no URLs are configured,
+the database and its migrations, and the application role's password.
+
+This is the one place that decides "embedded or external"; the CLI and the test suite
+both call it, so a user's first command and CI exercise the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from rag_core.config import Settings
+from rag_core.db import migrations
+from rag_core.db.connection import DatabaseTargets, admin_connection, connect, resolve_targets
+from rag_core.db.embedded import EmbeddedPostgres
+from rag_core.db.pool import Database
+from rag_core.redis.embedded import EmbeddedRedis
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    applied: list[int]
+    database: str
+
+
+def start_services(settings: Settings) -> None:
+    """Start whichever embedded servers the settings call for (idempotent)."""
+    if settings.uses_embedded_postgres:
+        EmbeddedPostgres(settings.state_dir).start()
+        ensure_embedded_database(settings.state_dir, settings.embedded_database)
+    if settings.uses_embedded_redis:
+        EmbeddedRedis(settings.state_dir).start()
+
+
+def stop_services(settings: Settings) -> None:
+    if settings.uses_embedded_postgres:
+        EmbeddedPostgres(settings.state_dir).stop()
+    if settings.uses_embedded_redis:
+        EmbeddedRedis(settings.state_dir).stop()
+
+
+def ensure_embedded_database(state_dir: Path, name: str) -> None:
+    """Create database ``name`` on the embedded server if it does not exist."""
+    server = EmbeddedPostgres(state_dir)
+    with connect(server.admin_url("postgres")) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists is None:
+            # A concurrent caller may create it first.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def redis_url(settings: Settings) -> str:
+    if settings.redis_url is not None:
+        return settings.redis_url
+    return EmbeddedRedis(settings.state_dir).url()
+
+
+def upgrade_database(settings: Settings, target: int | None = None) -> UpgradeResult:
+    """Apply pending migrations, then give the application role its password."""
+    targets = resolve_targets(settings)
+    with connect(targets.admin_url, connect_timeout_s=settings.db_connect_timeout_s) as conn:
+        applied = migrations.upgrade(conn, settings.migrations_dir, target)
+        set_app_role_password(conn, targets)
+    return UpgradeResult(applied, targets.database_name)
+
+
+def downgrade_database(settings: Settings, target: int) -> list[int]:
+    with admin_connection(settings) as conn:
+        return migrations.downgrade(conn, settings.migrations_dir, target)
+
+
+def set_app_role_password(conn: psycopg.Connection[tuple[object, ...]],
+                          targets: DatabaseTargets) -> None:
+    if targets.app_password is None:
+        return  # external server with an explicit RAG_APP_DATABASE_URL: the DBA manages it
+    role_exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                               [targets.app_role]).fetchone()
+    if role_exists is None:
+        return  # migrations not applied yet
+    # ALTER ROLE takes no bind parameters: the password goes in as a quoted literal. The
+    # migration lock serialises concurrent runners (concurrent ALTER ROLEs on one role fail
+    # with "tuple concurrently updated").
+    with conn.transaction():
+        migrations.lock(conn)
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(targets.app_role), sql.Literal(targets.app_password)))
+
+
+def open_database(settings: Settings) -> Database:
+    """A pool of application-role connections for ``settings``."""
+    targets = resolve_targets(settings)
+    return Database(targets.app_url, min_size=settings.db_pool_min_size,
+                    max_size=settings.db_pool_max_size,
+                    statement_timeout_ms=settings.db_statement_timeout_ms,
+                    connect_timeout_s=settings.db_connect_timeout_s)

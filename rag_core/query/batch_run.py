@@ -1,0 +1,123 @@
+"""Batch question runs: read questions (JSONL or CSV), answer them in groups through the
+query service, write one JSON line per answer (with sources and per-question tokens), and
+summarise. Shared by ``rag batch`` and the ``batch-query`` flow."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from rag_core.common.tenancy import TenantId
+from rag_core.errors import QuestionFileError
+from rag_core.query.service import QueryService
+
+
+@dataclass(frozen=True)
+class Question:
+    question_id: str
+    text: str
+
+
+def read_questions(path: Path, limit: int | None = None) -> list[Question]:
+    """JSONL lines with ``id``/``_id`` and ``question``/``text`` (BEIR queries work), or a
+    CSV with ``id`` and ``question`` columns."""
+    if not path.exists():
+        raise QuestionFileError(str(path), "no such file")
+    if not path.is_file():
+        raise QuestionFileError(str(path), "not a file")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv"):
+        raise QuestionFileError(str(path), "expected .jsonl or .csv")
+    try:
+        questions = list(_csv(path) if suffix == ".csv" else _jsonl(path))
+    except UnicodeDecodeError as exc:
+        raise QuestionFileError(str(path), f"not UTF-8 text ({exc.reason} at byte "
+                                           f"{exc.start})") from exc
+    except OSError as exc:
+        raise QuestionFileError(str(path), f"cannot be read: {exc.strerror}") from exc
+    ids = [q.question_id for q in questions]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise QuestionFileError(str(path), f"duplicate question id {duplicate!r}")
+    return questions[:limit] if limit is not None else questions
+
+
+def _jsonl(path: Path) -> Iterator[Question]:
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                qid = obj.get("id", obj.get("_id"))
+                text = obj.get("question", obj.get("text"))
+            except (json.JSONDecodeError, AttributeError) as exc:
+                raise QuestionFileError(str(path), f"line {line_no}: {exc}") from exc
+            if qid is None or not isinstance(text, str) or not text.strip():
+                raise QuestionFileError(str(path), f"line {line_no}: needs an id and a "
+                                                   "non-empty question")
+            yield Question(str(qid), text)
+
+
+def _csv(path: Path) -> Iterator[Question]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"id", "question"} <= set(reader.fieldnames):
+            raise QuestionFileError(str(path), "CSV needs 'id' and 'question' columns")
+        for row_no, row in enumerate(reader, start=2):
+            if not (row.get("question") or "").strip():
+                raise QuestionFileError(str(path), f"row {row_no}: empty question")
+            yield Question(str(row["id"]), str(row["question"]))
+
+
+@dataclass
+class BatchSummary:
+    questions: int = 0
+    answered: int = 0
+    cache_hits: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+    output: str | None = None
+
+    def record(self, answer: Mapping[str, Any]) -> None:
+        """Count one answer (as written to the answers file)."""
+        code = answer["error_code"]
+        if code is None and answer["answer"]:
+            self.answered += 1
+        if code is not None:
+            self.errors[code] = self.errors.get(code, 0) + 1
+        self.cache_hits += int(answer["cache_hit"])
+        self.prompt_tokens += answer["prompt_tokens"]
+        self.completion_tokens += answer["completion_tokens"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_batch(service: QueryService, tenant: TenantId, questions: list[Question],
+              out: TextIO | None, *, group_size: int = 25,
+              progress: Callable[[int], None] | None = None) -> BatchSummary:
+    """Answer ``questions`` in groups of ``group_size`` (each group is batched ≤5 per LLM
+    call by the service), writing one JSON line per answer to ``out``."""
+    summary = BatchSummary(questions=len(questions))
+    started = time.perf_counter()
+    for offset in range(0, len(questions), group_size):
+        group = questions[offset:offset + group_size]
+        answers = service.ask_many(tenant, [q.text for q in group],
+                                   question_ids=[q.question_id for q in group])
+        for answer in answers:
+            payload = answer.as_dict()
+            summary.record(payload)
+            if out is not None:
+                out.write(json.dumps(payload) + "\n")
+        if progress:
+            progress(len(group))
+    summary.wall_s = round(time.perf_counter() - started, 3)
+    return summary

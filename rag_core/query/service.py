@@ -1,0 +1,299 @@
+"""The query path: rate limit → PII redaction → answer cache → retrieval → token quota →
+batched LLM answers (≤5 questions per call) → quota settlement → cache → audit.
+
+Every question gets exactly one audit row (kind ``query`` for a single question,
+``sub_query`` under one ``batch`` row for a batch), whatever happened to it: cache hit,
+rate-limited, over quota, LLM failure. Redis trouble goes to the outage policy
+(:mod:`rag_core.common.outage`): by default the caches are bypassed and the limits fail open
+(all counted); database trouble spools the audit rows. Codes are :class:`ErrorCode` members.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rag_core.answering import AnswerResult, Passage, QuestionContext, answer_all
+from rag_core.codes import ErrorCode
+from rag_core.common.outage import DEFAULT_OUTAGES, Control, Outages
+from rag_core.common.tenancy import TenantId, parse_tenant_id
+from rag_core.db.pool import Database
+from rag_core.errors import (
+    InvalidQuestionIdsError,
+    RateLimitBackendError,
+    RateLimitExceededError,
+    TokenQuotaExceededError,
+)
+from rag_core.limits.concurrency import ConcurrencySlots
+from rag_core.limits.quota import Reservation, TokenQuota
+from rag_core.limits.rate import RateLimiter
+from rag_core.pii import redact
+from rag_core.query.answer_cache import AnswerCache, AnswerKey
+from rag_core.query.audit import AuditLog, AuditRecord
+from rag_core.query.sessions import hash_session_id
+from rag_core.retrieval.retriever import Retrieval, Retriever
+
+
+@dataclass(frozen=True)
+class Source:
+    chunk_id: int
+    document_id: int
+    score: float
+    excerpt: str
+
+
+@dataclass
+class QueryAnswer:
+    request_id: str
+    question_id: str
+    question: str
+    answer: str | None
+    sources: list[Source] = field(default_factory=list)
+    citations: list[int] = field(default_factory=list)
+    cache_hit: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str | None = None
+    error_code: ErrorCode | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Pending:
+    answer: QueryAnswer
+    redacted: str
+    started: float
+    cache_key: AnswerKey | None = None
+    retrieval: Retrieval | None = None
+    reservation: Reservation | None = None
+    result: AnswerResult | None = None
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    k: int
+    batch_size: int
+    max_concurrent_llm_calls: int
+    max_concurrent_searches: int
+    model: str
+    prompt_version: str
+    embedding_model: str
+    rollout_cohort: str | None = None
+
+
+class QueryService:
+    def __init__(self, db: Database, retriever: Retriever, answerer: Any, *,
+                 config: QueryConfig, answer_cache: AnswerCache | None,
+                 rate_limiter: RateLimiter | None, quota: TokenQuota | None, audit: AuditLog,
+                 session_key: bytes, llm_slots: ConcurrencySlots | None = None,
+                 outages: Outages = DEFAULT_OUTAGES) -> None:
+        self.db = db
+        self.retriever = retriever
+        self.answerer = answerer
+        self.config = config
+        self.cache = answer_cache
+        self.rate_limiter = rate_limiter
+        self.quota = quota
+        self.audit = audit
+        self._session_key = session_key
+        self._llm_slots = llm_slots
+        self._outages = outages
+        self._search_slots = threading.BoundedSemaphore(config.max_concurrent_searches)
+
+    # --- public API ------------------------------------------------------------------------
+    def ask(self, tenant_id: TenantId | str, question: str,
+            session_id: str | None = None) -> QueryAnswer:
+        return self.ask_many(tenant_id, [question], session_id=session_id)[0]
+
+    def ask_many(self, tenant_id: TenantId | str, questions: Sequence[str], *,
+                 session_id: str | None = None,
+                 question_ids: Sequence[str] | None = None) -> list[QueryAnswer]:
+        tenant = parse_tenant_id(tenant_id)
+        # Checked before any work: a forged session id costs nothing downstream.
+        session_hash = hash_session_id(session_id, self._session_key) if session_id else None
+        ids = list(question_ids) if question_ids is not None else \
+            [f"q{i + 1}" for i in range(len(questions))]
+        if len(ids) != len(questions) or len(set(ids)) != len(ids):
+            raise InvalidQuestionIdsError(ids, len(questions))
+        batch_id = str(uuid.uuid4()) if len(questions) > 1 else None
+        pending = [self._admit(tenant, qid, q) for qid, q in zip(ids, questions, strict=True)]
+        corpus_version = self._corpus_version(tenant)
+        live = [p for p in pending if p.answer.error_code is None]
+        for item in live:
+            self._lookup_cache(tenant, item, corpus_version)
+        to_retrieve = [p for p in live if not p.answer.cache_hit]
+        self._retrieve(tenant, to_retrieve)
+        to_answer = [p for p in to_retrieve if p.answer.error_code is None]
+        for item in to_answer:
+            self._reserve(tenant, item)
+        to_answer = [p for p in to_answer if p.answer.error_code is None]
+        self._answer(to_answer)
+        for item in to_answer:
+            self._settle(item)
+        for item in pending:
+            item.answer.latency_ms["total"] = round((time.perf_counter() - item.started) * 1000,
+                                                    3)
+        self._audit(tenant, pending, batch_id, session_hash)
+        return [p.answer for p in pending]
+
+    # --- stages ------------------------------------------------------------------------------
+    def _admit(self, tenant: TenantId, question_id: str, question: str) -> _Pending:
+        started = time.perf_counter()
+        redacted = redact(question).text
+        item = _Pending(QueryAnswer(str(uuid.uuid4()), question_id, question, None), redacted,
+                        started)
+        if self.rate_limiter is not None:
+            limiter = self.rate_limiter
+            self._limited(item, Control.RATE_LIMIT, "admit", lambda: limiter.admit(tenant))
+        return item
+
+    def _limited(self, item: _Pending, control: Control, operation: str,
+                 check: Callable[[], object]) -> object:
+        """Run a limit check; a refusal (or, failing closed, a Redis outage) fails the
+        question with the error's code. Returns what the check returned, or None."""
+        try:
+            return check()
+        except (RateLimitExceededError, TokenQuotaExceededError) as exc:
+            item.answer.error_code, item.answer.error = exc.code, str(exc)
+            item.answer.retry_after_s = exc.retry_after_s
+        except RateLimitBackendError as exc:
+            if not self._outages.handle(control, operation, exc):
+                item.answer.error_code, item.answer.error = exc.code, str(exc)
+        return None
+
+    def _corpus_version(self, tenant: TenantId) -> int:
+        with self.db.tenant_session(tenant) as conn:
+            row = conn.execute("SELECT corpus_version FROM rag.tenants WHERE tenant_id = %s",
+                               [tenant]).fetchone()
+        return int(row[0]) if row else 0
+
+    def _cache_config(self) -> dict[str, Any]:
+        c = self.config
+        return {"k": c.k, "model": c.model, "prompt": c.prompt_version,
+                "embedding": c.embedding_model}
+
+    def _lookup_cache(self, tenant: TenantId, item: _Pending, corpus_version: int) -> None:
+        if self.cache is None:
+            return
+        started = time.perf_counter()
+        item.cache_key = self.cache.key(tenant, item.redacted, corpus_version,
+                                        **self._cache_config())
+        cached = self.cache.get(item.cache_key)
+        item.answer.latency_ms["cache"] = round((time.perf_counter() - started) * 1000, 3)
+        if cached is not None:
+            answer = item.answer
+            answer.answer, answer.citations = cached["answer"], cached["citations"]
+            answer.sources = [Source(**s) for s in cached["sources"]]
+            answer.model, answer.cache_hit = cached["model"], True
+
+    def _retrieve(self, tenant: TenantId, items: list[_Pending]) -> None:
+        if not items:
+            return
+
+        def one(item: _Pending) -> None:
+            with self._search_slots:
+                item.retrieval = self.retriever.retrieve(tenant, item.redacted, self.config.k)
+            retrieval = item.retrieval
+            item.answer.latency_ms["embed"] = round(retrieval.embed_ms, 3)
+            item.answer.latency_ms["search"] = round(retrieval.search_ms, 3)
+            item.answer.sources = [Source(c.chunk_id, c.document_id, round(c.score, 6),
+                                          c.text[:300]) for c in retrieval.chunks]
+            if not retrieval.chunks:
+                item.answer.error_code = ErrorCode.NO_DOCUMENTS
+                item.answer.error = "the tenant has no documents to answer from"
+
+        workers = min(len(items), self.config.max_concurrent_searches)
+        if workers == 1:
+            for item in items:
+                one(item)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="search") as pool:
+            list(pool.map(one, items))
+
+    def _reserve(self, tenant: TenantId, item: _Pending) -> None:
+        if self.quota is None or item.retrieval is None:
+            return
+        context_chars = sum(len(c.text) for c in item.retrieval.chunks) + len(item.redacted)
+        estimate = context_chars // 4 + 300  # ~4 characters a token, plus the answer
+        quota = self.quota
+        reservation = self._limited(item, Control.TOKEN_QUOTA, "reserve",
+                                    lambda: quota.reserve(tenant, estimate))
+        item.reservation = reservation if isinstance(reservation, Reservation) else None
+
+    def _answer(self, items: list[_Pending]) -> None:
+        if not items:
+            return
+        contexts = [QuestionContext(
+            question_id=item.answer.question_id, question=item.redacted,
+            passages=[Passage(c.chunk_id, c.text) for c in item.retrieval.chunks])
+            for item in items if item.retrieval is not None]
+        started = time.perf_counter()
+        results = answer_all(contexts, self.answerer, batch_size=self.config.batch_size,
+                             max_concurrent_llm_calls=self.config.max_concurrent_llm_calls,
+                             slots=self._llm_slots)
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        for item, result in zip(items, results, strict=True):
+            item.result = result
+            answer = item.answer
+            answer.answer, answer.citations = result.answer, list(result.citations)
+            answer.prompt_tokens, answer.completion_tokens = (result.prompt_tokens,
+                                                              result.completion_tokens)
+            answer.model = result.model
+            answer.error_code, answer.error = result.error_code, result.error
+            answer.latency_ms["llm"] = round(result.latency_ms, 3)
+            answer.latency_ms["answer_stage"] = elapsed
+
+    def _settle(self, item: _Pending) -> None:
+        answer = item.answer
+        if self.quota is not None and item.reservation is not None:
+            try:
+                self.quota.settle(item.reservation,
+                                  answer.prompt_tokens + answer.completion_tokens)
+            except RateLimitBackendError as exc:
+                # Settling cannot be refused after the fact: only counted and logged.
+                self._outages.handle(Control.TOKEN_QUOTA, "settle", exc)
+        if self.cache is not None and item.cache_key is not None and answer.answer \
+                and answer.error_code is None:
+            self.cache.put(item.cache_key, {
+                "answer": answer.answer, "citations": answer.citations, "model": answer.model,
+                "sources": [asdict(s) for s in answer.sources]})
+
+    def _audit(self, tenant: TenantId, items: list[_Pending], batch_id: str | None,
+               session_hash: str | None) -> None:
+        records: list[AuditRecord] = []
+        if batch_id is not None:
+            records.append(AuditRecord(
+                tenant_id=tenant, kind="batch", request_id=batch_id, batch_id=batch_id,
+                session_hash=session_hash, model=self.config.model,
+                prompt_version=self.config.prompt_version,
+                prompt_tokens=sum(i.answer.prompt_tokens for i in items),
+                completion_tokens=sum(i.answer.completion_tokens for i in items),
+                latency_ms={"total": max(i.answer.latency_ms["total"] for i in items)},
+                error_code=None if all(i.answer.error_code is None for i in items)
+                else ErrorCode.PARTIAL, rollout_cohort=self.config.rollout_cohort))
+        for item in items:
+            answer, result = item.answer, item.result
+            records.append(AuditRecord(
+                tenant_id=tenant, kind="sub_query" if batch_id else "query",
+                request_id=answer.request_id, parent_request_id=batch_id,
+                session_hash=session_hash,
+                batch_id=(result.batch_id if result is not None else batch_id),
+                question_redacted=item.redacted, model=answer.model,
+                prompt_version=self.config.prompt_version,
+                chunk_ids=[s.chunk_id for s in answer.sources],
+                prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                latency_ms=answer.latency_ms, cache_hit=answer.cache_hit,
+                retries=result.retries if result is not None else 0,
+                breaker_state=result.breaker_state if result is not None else None,
+                error_code=answer.error_code, rollout_cohort=self.config.rollout_cohort))
+        self.audit.write(records)

@@ -1,0 +1,122 @@
+"""``rag doctor`` on a healthy setup and on databases that lack what the platform needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from rag_core.config import Settings
+from rag_core.db.connection import resolve_targets
+from rag_core.ops import services
+from rag_core.ops.doctor import run_doctor
+from rag_core.redis.embedded import EmbeddedRedis
+from tests.conftest import REPO_ROOT, TEST_STATE_DIR
+
+
+def _by_name(settings: Settings) -> dict[str, Any]:
+    report = run_doctor(settings)
+    return {c.name: c for c in report.checks} | {"_ok": report.ok}
+
+
+def test_healthy_setup_reports_every_component_ok(settings: Settings,
+                                                  redis_server: EmbeddedRedis) -> None:
+    checks = _by_name(settings)
+    assert checks["_ok"] is True
+    for name in ("postgres", "pgvector", "migrations", "row-level security",
+                 "application role", "redis"):
+        assert checks[name].status == "ok", checks[name]
+    assert checks["pgvectorscale"].status == "info"
+    assert "not available" in checks["pgvectorscale"].detail
+
+
+def _external(settings: Settings, database: str, redis_server: EmbeddedRedis) -> Settings:
+    """Settings as a user with their own servers would have them (DATABASE_URL etc.)."""
+    targets = resolve_targets(settings)
+    admin = psycopg.conninfo.make_conninfo(targets.admin_url, dbname=database)
+    app = psycopg.conninfo.make_conninfo(targets.app_url, dbname=database)
+    return settings.model_copy(update={"database_url": admin, "app_database_url": app,
+                                       "redis_url": redis_server.url()})
+
+
+def test_database_without_vector_is_named(create_database: Callable[[str], Settings],
+                                          redis_server: EmbeddedRedis) -> None:
+    bare = create_database("novector")
+    checks = _by_name(_external(bare, bare.embedded_database, redis_server))
+    assert checks["_ok"] is False
+    assert checks["pgvector"].status == "fail"
+    assert (f"extension vector is not installed in database {bare.embedded_database}"
+            in checks["pgvector"].detail)
+    assert "rag db upgrade" in checks["pgvector"].detail
+    assert checks["migrations"].status == "fail"
+    assert checks["redis"].status == "ok"
+
+
+def test_old_pgvector_is_refused_with_the_required_version(
+        create_database: Callable[[str], Settings], redis_server: EmbeddedRedis) -> None:
+    settings = create_database("oldvec")
+    services.upgrade_database(settings)
+    with psycopg.connect(resolve_targets(settings).admin_url, autocommit=True) as conn:
+        # The catalog is what the doctor reads; make it say what an old server would say.
+        conn.execute("UPDATE pg_extension SET extversion = '0.7.0' WHERE extname = 'vector'")
+    checks = _by_name(settings)
+    assert checks["pgvector"].status == "fail"
+    assert "pgvector 0.7.0 < 0.8.0 required for iterative index scans" in checks["pgvector"].detail
+
+
+def test_rls_switched_off_is_reported(create_database: Callable[[str], Settings],
+                                      redis_server: EmbeddedRedis) -> None:
+    settings = create_database("norls")
+    services.upgrade_database(settings)
+    with psycopg.connect(resolve_targets(settings).admin_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE rag.chunks NO FORCE ROW LEVEL SECURITY")
+    checks = _by_name(settings)
+    assert checks["row-level security"].status == "fail"
+    assert "chunks (enabled=True, forced=False" in checks["row-level security"].detail
+
+
+def test_unreachable_server_is_reported(settings: Settings, redis_server: EmbeddedRedis) -> None:
+    broken = settings.model_copy(update={
+        "database_url": "postgresql://nobody:x@127.0.0.1:1/none",
+        "app_database_url": "postgresql://nobody:x@127.0.0.1:1/none",
+        "redis_url": "redis://127.0.0.1:1/0"})
+    checks = _by_name(broken)
+    assert checks["postgres"].status == "fail"
+    assert "cannot connect" in checks["postgres"].detail
+    assert "x@" not in checks["postgres"].detail  # the password is not echoed
+    assert checks["redis"].status == "fail"
+
+
+def test_cli_doctor_json_and_exit_code(create_database: Callable[[str], Settings],
+                                       redis_server: EmbeddedRedis) -> None:
+    bare = create_database("clidoc")
+    external = _external(bare, bare.embedded_database, redis_server)
+    env = {**os.environ, "RAG_STATE_DIR": str(TEST_STATE_DIR),
+           "DATABASE_URL": external.database_url or "",
+           "RAG_APP_DATABASE_URL": external.app_database_url or "",
+           "REDIS_URL": external.redis_url or ""}
+    result = subprocess.run([sys.executable, "-m", "rag_core.cli", "doctor", "--json"],
+                            capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120,
+                            check=False)
+    assert result.returncode == 1, result.stderr
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["ok"] is False
+    pgvector = next(c for c in payload["checks"] if c["name"] == "pgvector")
+    assert f"not installed in database {bare.embedded_database}" in pgvector["detail"]
+
+
+@pytest.mark.parametrize("missing", ["RAG_APP_DATABASE_URL"])
+def test_external_database_without_app_credentials_is_a_clear_error(
+        settings: Settings, redis_server: EmbeddedRedis, missing: str) -> None:
+    external = settings.model_copy(update={
+        "database_url": resolve_targets(settings).admin_url, "app_database_url": None,
+        "app_db_password": None, "redis_url": redis_server.url()})
+    checks = _by_name(external)
+    assert checks["postgres"].status == "fail"
+    assert missing in checks["postgres"].detail
