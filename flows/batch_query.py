@@ -32,7 +32,8 @@ class BatchQueryParameters(BaseModel):
 
 @task(name="read-questions", retries=1)
 def load_questions(path: str, limit: int | None) -> list[Question]:
-    return read_questions(Path(path), limit)
+    return read_questions(Path(path), limit,
+                          max_questions=platform().settings.max_batch_questions)
 
 
 @task(name="answer-group", retries=2, retry_delay_seconds=[10, 60])

@@ -262,6 +262,11 @@ class Settings(BaseSettings):
     weak_score_below: float = Field(default=0.3, ge=-1, le=1)
     answer_cache_ttl_s: int = Field(default=3600, ge=1)
     batch_size: int = Field(default=5, ge=1, le=5, description="questions per LLM call")
+    # Input limits: refused with InputTooLargeError naming the value and the limit, before
+    # any work is done.
+    max_question_chars: int = Field(default=4000, ge=1, le=100_000)
+    max_batch_questions: int = Field(default=1000, ge=1, le=100_000,
+                                     description="questions per ask_many call or batch file")
     max_concurrent_llm_calls: int = Field(default=3, ge=1)
     max_concurrent_searches: int = Field(default=10, ge=1)
     rate_limit: RateLimitPolicy = RateLimitPolicy()

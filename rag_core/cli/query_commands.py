@@ -54,9 +54,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer a file of questions in batches (≤5 questions per LLM call)."""
         tenant_id = parse_tenant_id(tenant)
-        questions = read_questions(questions_file, limit)
+        settings = get_settings()
+        questions = read_questions(questions_file, limit,
+                                   max_questions=settings.max_batch_questions)
         out = out or questions_file.with_suffix(".answers.jsonl")
-        with Platform(get_settings()) as platform, out.open("w", encoding="utf-8") as handle:
+        with Platform(settings) as platform, out.open("w", encoding="utf-8") as handle:
             service = platform.query_service
             with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console,

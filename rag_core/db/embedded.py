@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import pwd
 import secrets
@@ -35,6 +36,8 @@ from rag_core.common.processes import (
     write_atomic,
 )
 from rag_core.errors import EmbeddedServerError
+
+log = logging.getLogger(__name__)
 
 SUPERUSER = "postgres"
 _OS_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
@@ -177,12 +180,17 @@ class EmbeddedPostgres(EmbeddedServer):
         except KeyError:
             subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin",
                             _OS_USER], check=True, capture_output=True, text=True)
-        # The server user must traverse every parent folder and read the binaries.
-        for folder in [*self.root.parents, *_bin_dir().parents]:
+        # The server user must traverse every parent folder and read the binaries: "search"
+        # (o+x) only, never read, and said out loud, since some of these folders are not ours
+        # (a private home folder holding the project, say).
+        for folder in dict.fromkeys([*self.root.parents, *_bin_dir().parents]):
             mode = folder.stat().st_mode
             wanted = mode | stat.S_IXOTH
             if wanted != mode:
                 folder.chmod(wanted)
+                log.warning("embedded PostgreSQL: added o+x (search only) to %s (mode %o -> "
+                            "%o) so its server user %r can reach %s", folder,
+                            stat.S_IMODE(mode), stat.S_IMODE(wanted), _OS_USER, self.root)
         entry = pwd.getpwnam(_OS_USER)
         for path in (self.root, self.data_dir, self._log_file):
             if path == self.data_dir:
@@ -219,11 +227,18 @@ class EmbeddedPostgres(EmbeddedServer):
         return self._run([str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args])
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        user = _OS_USER if self._run_as_server_user() else None
         # pg_ctl's child server inherits our stdout/stderr unless they are files; pipes
         # would keep a caller's `subprocess.run(..., capture_output=True)` waiting forever.
-        return subprocess.run(argv, user=user, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, check=False, cwd=self.root, timeout=180)
+        if not self._run_as_server_user():
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, check=False, cwd=self.root, timeout=180)
+        entry = pwd.getpwnam(_OS_USER)
+        # The server user's own group and no supplementary groups: with root's group kept,
+        # the *group* bits of root-owned 0700 folders would apply to it, not the o+x granted
+        # above, and initdb would be refused in a private folder.
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              check=False, cwd=self.root, timeout=180, user=entry.pw_uid,
+                              group=entry.pw_gid, extra_groups=[])
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

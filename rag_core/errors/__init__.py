@@ -10,7 +10,8 @@ The tree::
 
     RagCoreError
     ├── ConfigurationError
-    ├── InputError: InvalidQuestionIdsError, QuestionFileError, SourceError, DatasetError,
+    ├── InputError: InvalidQuestionIdsError, InputTooLargeError, QuestionFileError, SourceError,
+    │               DatasetError,
     │               InvalidTokenCountError, InvalidSessionIdError, SessionKeyTooShortError,
     │               DimensionMismatchError
     ├── TenantError: InvalidTenantIdError, UnknownTenantError, CrossTenantLeakError,
@@ -34,6 +35,7 @@ from rag_core.errors.inputs import (
     DatasetError,
     DimensionMismatchError,
     InputError,
+    InputTooLargeError,
     InvalidQuestionIdsError,
     InvalidSessionIdError,
     InvalidTokenCountError,
@@ -91,6 +93,7 @@ __all__ = [
     "EmbeddedServerError",
     "EmbeddingModelUnavailableError",
     "InputError",
+    "InputTooLargeError",
     "InvalidQuestionIdsError",
     "InvalidSessionIdError",
     "InvalidTenantIdError",

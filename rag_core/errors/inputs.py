@@ -34,6 +34,19 @@ class InvalidQuestionIdsError(InputError):
                          f"and one per question ({questions} questions)")
 
 
+class InputTooLargeError(InputError):
+    """An input is over its configured limit (``what`` is measured in ``unit``)."""
+
+    code = ErrorCode.INPUT_TOO_LARGE
+
+    def __init__(self, what: str, size: int, limit: int, unit: str, setting: str) -> None:
+        self.what = what
+        self.value = size
+        self.limit = limit
+        self.setting = setting
+        super().__init__(f"{what} has {size} {unit}, over the limit of {limit} ({setting})")
+
+
 class QuestionFileError(InputError):
     """A questions file cannot be used (unknown format, missing columns, bad line)."""
 

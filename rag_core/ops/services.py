@@ -83,13 +83,16 @@ def set_app_role_password(conn: psycopg.Connection[tuple[object, ...]],
                                [targets.app_role]).fetchone()
     if role_exists is None:
         return  # migrations not applied yet
-    # ALTER ROLE takes no bind parameters: the password goes in as a quoted literal. The
-    # migration lock serialises concurrent runners (concurrent ALTER ROLEs on one role fail
-    # with "tuple concurrently updated").
+    # ALTER ROLE takes no bind parameters, and a statement is logged whole under
+    # log_statement=ddl: send the SCRAM-SHA-256 verifier libpq computes on this side (as psql's
+    # \password does), never the password. The migration lock serialises concurrent runners
+    # (concurrent ALTER ROLEs on one role fail with "tuple concurrently updated").
+    verifier = conn.pgconn.encrypt_password(targets.app_password.encode(),
+                                            targets.app_role.encode(), b"scram-sha-256")
     with conn.transaction():
         migrations.lock(conn)
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-            sql.Identifier(targets.app_role), sql.Literal(targets.app_password)))
+            sql.Identifier(targets.app_role), sql.Literal(verifier.decode())))
 
 
 def open_database(settings: Settings) -> Database:

@@ -44,7 +44,7 @@ INSERT INTO rag.audit_log (
     completion_tokens, latency_ms, cache_hit, retries, breaker_state, error_code,
     rollout_cohort)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (request_id) DO NOTHING
+ON CONFLICT (tenant_id, request_id) DO NOTHING
 """
 
 QuestionStorage = Literal["redacted", "hash"]

@@ -5,6 +5,7 @@ summarise. Shared by ``rag batch`` and the ``batch-query`` flow."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rag_core.common.tenancy import TenantId
-from rag_core.errors import QuestionFileError
+from rag_core.errors import InputTooLargeError, QuestionFileError
 from rag_core.query.service import QueryService
 
 
@@ -23,9 +24,11 @@ class Question:
     text: str
 
 
-def read_questions(path: Path, limit: int | None = None) -> list[Question]:
+def read_questions(path: Path, limit: int | None = None, *,
+                   max_questions: int | None = None) -> list[Question]:
     """JSONL lines with ``id``/``_id`` and ``question``/``text`` (BEIR queries work), or a
-    CSV with ``id`` and ``question`` columns."""
+    CSV with ``id`` and ``question`` columns. Reading stops after ``limit`` questions; a file
+    with more than ``max_questions`` (after ``limit``) is refused."""
     if not path.exists():
         raise QuestionFileError(str(path), "no such file")
     if not path.is_file():
@@ -33,18 +36,24 @@ def read_questions(path: Path, limit: int | None = None) -> list[Question]:
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".json", ".csv"):
         raise QuestionFileError(str(path), "expected .jsonl or .csv")
+    wanted = limit if max_questions is None else min(limit or max_questions + 1,
+                                                      max_questions + 1)
     try:
-        questions = list(_csv(path) if suffix == ".csv" else _jsonl(path))
+        questions = list(itertools.islice(_csv(path) if suffix == ".csv" else _jsonl(path),
+                                          wanted))
     except UnicodeDecodeError as exc:
         raise QuestionFileError(str(path), f"not UTF-8 text ({exc.reason} at byte "
                                            f"{exc.start})") from exc
     except OSError as exc:
         raise QuestionFileError(str(path), f"cannot be read: {exc.strerror}") from exc
+    if max_questions is not None and len(questions) > max_questions:
+        raise InputTooLargeError(f"questions file {str(path)!r}", len(questions), max_questions,
+                                 "or more questions", "RAG_MAX_BATCH_QUESTIONS; or use --limit")
     ids = [q.question_id for q in questions]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise QuestionFileError(str(path), f"duplicate question id {duplicate!r}")
-    return questions[:limit] if limit is not None else questions
+    return questions
 
 
 def _jsonl(path: Path) -> Iterator[Question]:

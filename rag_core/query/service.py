@@ -24,6 +24,7 @@ from rag_core.common.outage import DEFAULT_OUTAGES, Control, Outages
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Database
 from rag_core.errors import (
+    InputTooLargeError,
     InvalidQuestionIdsError,
     RateLimitBackendError,
     RateLimitExceededError,
@@ -89,6 +90,8 @@ class QueryConfig:
     prompt_version: str
     embedding_model: str
     rollout_cohort: str | None = None
+    max_question_chars: int = 4000
+    max_batch_questions: int = 1000
 
 
 class QueryService:
@@ -125,6 +128,7 @@ class QueryService:
             [f"q{i + 1}" for i in range(len(questions))]
         if len(ids) != len(questions) or len(set(ids)) != len(ids):
             raise InvalidQuestionIdsError(ids, len(questions))
+        self._check_sizes(questions)
         batch_id = str(uuid.uuid4()) if len(questions) > 1 else None
         pending = [self._admit(tenant, qid, q) for qid, q in zip(ids, questions, strict=True)]
         corpus_version = self._corpus_version(tenant)
@@ -145,6 +149,17 @@ class QueryService:
                                                     3)
         self._audit(tenant, pending, batch_id, session_hash)
         return [p.answer for p in pending]
+
+    def _check_sizes(self, questions: Sequence[str]) -> None:
+        limits = self.config
+        if len(questions) > limits.max_batch_questions:
+            raise InputTooLargeError("the batch", len(questions), limits.max_batch_questions,
+                                     "questions", "RAG_MAX_BATCH_QUESTIONS")
+        for number, question in enumerate(questions, start=1):
+            if len(question) > limits.max_question_chars:
+                raise InputTooLargeError(f"question {number}", len(question),
+                                         limits.max_question_chars, "characters",
+                                         "RAG_MAX_QUESTION_CHARS")
 
     # --- stages ------------------------------------------------------------------------------
     def _admit(self, tenant: TenantId, question_id: str, question: str) -> _Pending:

@@ -150,6 +150,48 @@ def test_search_function_refuses_a_tenant_other_than_the_session(
                                  [b, query])
 
 
+@pytest.mark.parametrize(("k", "ef_search", "exact_max_rows", "iterative_scan"), [
+    (None, 100, 10_000, "relaxed_order"), (0, 100, 10_000, "relaxed_order"),
+    (1001, 100, 10_000, "relaxed_order"), (10, None, 10_000, "relaxed_order"),
+    (10, 100, None, "relaxed_order"), (10, 100, 10_000, "sideways"), (10, 100, 10_000, None),
+])
+def test_search_function_refuses_a_null_or_out_of_range_k_and_options(
+        db: Database, two_tenants: tuple[TenantId, TenantId], k: int | None,
+        ef_search: int | None, exact_max_rows: int | None, iterative_scan: str | None) -> None:
+    a, _ = two_tenants
+    query = np.zeros(384, dtype=np.float32)
+    with pytest.raises(psycopg.errors.InvalidParameterValue), \
+            db.tenant_session(a) as conn:
+        conn.execute("SELECT * FROM rag.search_chunks(%s, 'minilm-l6-v2', %s, %s::integer, "
+                     "%s::integer, %s::integer, %s::text)",
+                     [a, query, k, ef_search, exact_max_rows, iterative_scan])
+
+
+def test_the_tenant_function_runs_with_a_fixed_search_path(admin_conn: psycopg.Connection[
+        Any]) -> None:
+    row = admin_conn.execute(
+        "SELECT proconfig FROM pg_proc WHERE oid = 'rag.current_tenant_id()'::regprocedure"
+    ).fetchone()
+    assert row is not None and row[0] == ["search_path=pg_catalog, pg_temp"]
+
+
+def test_two_tenants_may_use_one_request_id_in_the_audit_log(
+        db: Database, two_tenants: tuple[TenantId, TenantId]) -> None:
+    request_id = "5b0c1a52-6c1b-4c43-9a55-000000000006"
+    for tenant in two_tenants:
+        for _ in range(2):  # a replay of the same row is still dropped
+            with db.tenant_session(tenant) as conn:
+                conn.execute("INSERT INTO rag.audit_log (tenant_id, request_id, kind) "
+                             "VALUES (%s, %s, 'query') "
+                             "ON CONFLICT (tenant_id, request_id) DO NOTHING",
+                             [tenant, request_id])
+    for tenant in two_tenants:
+        with db.tenant_session(tenant) as conn:
+            row = conn.execute("SELECT count(*) FROM rag.audit_log WHERE request_id = %s",
+                               [request_id]).fetchone()
+        assert row == (1,)
+
+
 def test_app_path_uses_a_role_without_rls_bypass(db: Database, settings: Settings) -> None:
     with db.tenant_session("tn_" + "0" * 32) as conn:
         row = conn.execute("SELECT current_user, session_user, r.rolsuper, r.rolbypassrls "

@@ -4,11 +4,13 @@ concurrent-safe, data kept across restarts, recovering from a crash's stale pid 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import redis
 
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.redis.embedded import EmbeddedRedis
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture()
 def state_dir() -> Iterator[Path]:
     # Under the repo's .rag, not /tmp: the server's OS user must traverse the parents.
-    root = Path(__file__).resolve().parent.parent / ".rag" / "test-lifecycle"
+    root = REPO_ROOT / ".rag" / "test-lifecycle"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{os.getpid()}-{time.monotonic_ns()}"
     path.mkdir()
@@ -152,3 +155,28 @@ def test_redis_lifecycle_and_stale_pid(state_dir: Path) -> None:
         assert redis.Redis.from_url(server.url(), socket_timeout=2).ping()
     finally:
         assert not server.stop().running
+
+
+def test_postgres_starts_in_a_project_under_a_private_parent(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As root the server runs as its own OS user: a project inside a 0700 folder (root's
+    home, say) must still work, and every permission changed outside the project is said."""
+    private = tmp_path / "home"
+    private.mkdir()
+    private.chmod(0o700)
+    state = private / "project" / ".rag"
+    state.mkdir(parents=True)
+    server = EmbeddedPostgres(state)
+    with caplog.at_level(logging.WARNING, logger="rag_core.db.embedded"):
+        status = server.start()
+    try:
+        assert status.running
+        with psycopg.connect(server.admin_url(), connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        if os.geteuid() == 0:
+            # search only (o+x), never read, and named in a warning
+            assert stat.S_IMODE(private.stat().st_mode) == 0o701
+            assert any(str(private) in record.getMessage() and "o+x" in record.getMessage()
+                       for record in caplog.records)
+    finally:
+        server.stop()
