@@ -26,12 +26,12 @@ class InputError(RagCoreError, ValueError):
 
 
 class InvalidQuestionIdsError(InputError):
-    """Question ids are not one per question, or not unique."""
+    """Question ids are not one per question, not unique, or empty."""
 
     def __init__(self, question_ids: list[str], questions: int) -> None:
         self.value = question_ids
-        super().__init__(f"question ids {shown(repr(question_ids), 200)} must be unique "
-                         f"and one per question ({questions} questions)")
+        super().__init__(f"question ids {shown(repr(question_ids), 200)} must be non-empty, "
+                         f"unique and one per question ({questions} questions)")
 
 
 class InputTooLargeError(InputError):

@@ -10,6 +10,7 @@ rate-limited, over quota, LLM failure. Redis trouble goes to the outage policy
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -18,14 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psycopg
+
 from rag_core.answering import AnswerResult, Passage, QuestionContext, answer_all
 from rag_core.codes import ErrorCode
 from rag_core.common.outage import DEFAULT_OUTAGES, Control, Outages
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Database
 from rag_core.errors import (
+    CrossTenantLeakError,
     InputTooLargeError,
     InvalidQuestionIdsError,
+    RagCoreError,
     RateLimitBackendError,
     RateLimitExceededError,
     TokenQuotaExceededError,
@@ -38,6 +43,8 @@ from rag_core.query.answer_cache import AnswerCache, AnswerKey
 from rag_core.query.audit import AuditLog, AuditRecord
 from rag_core.query.sessions import hash_session_id
 from rag_core.retrieval.retriever import Retrieval, Retriever
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,9 @@ class QueryAnswer:
 @dataclass
 class _Pending:
     answer: QueryAnswer
-    redacted: str
+    redacted: str  # the question after PII redaction, once admitted
     started: float
+    admitted: bool = False
     cache_key: AnswerKey | None = None
     retrieval: Retrieval | None = None
     reservation: Reservation | None = None
@@ -121,16 +129,40 @@ class QueryService:
     def ask_many(self, tenant_id: TenantId | str, questions: Sequence[str], *,
                  session_id: str | None = None,
                  question_ids: Sequence[str] | None = None) -> list[QueryAnswer]:
-        tenant = parse_tenant_id(tenant_id)
-        # Checked before any work: a forged session id costs nothing downstream.
-        session_hash = hash_session_id(session_id, self._session_key) if session_id else None
+        tenant = parse_tenant_id(tenant_id)  # without a tenant there is nowhere to audit
+        started = time.perf_counter()
         ids = list(question_ids) if question_ids is not None else \
             [f"q{i + 1}" for i in range(len(questions))]
-        if len(ids) != len(questions) or len(set(ids)) != len(ids):
-            raise InvalidQuestionIdsError(ids, len(questions))
-        self._check_sizes(questions)
+        # One audit row per question whatever happens below (refused input, a database
+        # error, a blocked cross-tenant row): the rows are written in the `finally`.
+        row_ids = ids if len(ids) == len(questions) else \
+            [f"q{i + 1}" for i in range(len(questions))]
+        pending = [_Pending(QueryAnswer(str(uuid.uuid4()), qid, question, None), "", started)
+                   for qid, question in zip(row_ids, questions, strict=True)]
         batch_id = str(uuid.uuid4()) if len(questions) > 1 else None
-        pending = [self._admit(tenant, qid, q) for qid, q in zip(ids, questions, strict=True)]
+        session_hash: str | None = None
+        try:
+            # Checked before any work: a forged session id costs nothing downstream.
+            session_hash = hash_session_id(session_id, self._session_key) if session_id \
+                else None
+            if len(ids) != len(questions) or len(set(ids)) != len(ids) \
+                    or any(not str(qid).strip() for qid in ids):
+                raise InvalidQuestionIdsError(ids, len(questions))
+            self._check_sizes(questions)
+            self._run(tenant, pending)
+        except BaseException as exc:
+            self._fail_unanswered(tenant, pending, exc)
+            raise
+        finally:
+            for item in pending:
+                item.answer.latency_ms["total"] = round(
+                    (time.perf_counter() - item.started) * 1000, 3)
+            self._audit(tenant, pending, batch_id, session_hash)
+        return [p.answer for p in pending]
+
+    def _run(self, tenant: TenantId, pending: list[_Pending]) -> None:
+        for item in pending:
+            self._admit(tenant, item)
         corpus_version = self._corpus_version(tenant)
         live = [p for p in pending if p.answer.error_code is None]
         for item in live:
@@ -144,11 +176,23 @@ class QueryService:
         self._answer(to_answer)
         for item in to_answer:
             self._settle(item)
+
+    @staticmethod
+    def _fail_unanswered(tenant: TenantId, pending: list[_Pending], exc: BaseException) -> None:
+        """Give every question still without an outcome the error's typed code (its message
+        only for our own errors: a driver's or provider's text goes to the log)."""
+        if isinstance(exc, RagCoreError):
+            code, message = exc.code, str(exc)
+        elif isinstance(exc, psycopg.Error):
+            code, message = ErrorCode.DATABASE_ERROR, "the database failed the query"
+        else:
+            code, message = ErrorCode.INTERNAL_ERROR, f"unexpected {type(exc).__name__}"
+        if isinstance(exc, CrossTenantLeakError):
+            _log.error("security event: %s (tenant %s); the query is refused and audited",
+                       exc, tenant)
         for item in pending:
-            item.answer.latency_ms["total"] = round((time.perf_counter() - item.started) * 1000,
-                                                    3)
-        self._audit(tenant, pending, batch_id, session_hash)
-        return [p.answer for p in pending]
+            if item.answer.error_code is None and item.answer.answer is None:
+                item.answer.error_code, item.answer.error = code, message
 
     def _check_sizes(self, questions: Sequence[str]) -> None:
         limits = self.config
@@ -162,15 +206,12 @@ class QueryService:
                                          "RAG_MAX_QUESTION_CHARS")
 
     # --- stages ------------------------------------------------------------------------------
-    def _admit(self, tenant: TenantId, question_id: str, question: str) -> _Pending:
-        started = time.perf_counter()
-        redacted = redact(question).text
-        item = _Pending(QueryAnswer(str(uuid.uuid4()), question_id, question, None), redacted,
-                        started)
+    def _admit(self, tenant: TenantId, item: _Pending) -> None:
+        item.redacted = redact(item.answer.question).text
+        item.admitted = True
         if self.rate_limiter is not None:
             limiter = self.rate_limiter
             self._limited(item, Control.RATE_LIMIT, "admit", lambda: limiter.admit(tenant))
-        return item
 
     def _limited(self, item: _Pending, control: Control, operation: str,
                  check: Callable[[], object]) -> object:
@@ -303,7 +344,8 @@ class QueryService:
                 request_id=answer.request_id, parent_request_id=batch_id,
                 session_hash=session_hash,
                 batch_id=(result.batch_id if result is not None else batch_id),
-                question_redacted=item.redacted, model=answer.model,
+                question_redacted=item.redacted if item.admitted else None,
+                model=answer.model,
                 prompt_version=self.config.prompt_version,
                 chunk_ids=[s.chunk_id for s in answer.sources],
                 prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,

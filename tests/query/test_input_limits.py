@@ -1,5 +1,6 @@
 """Bounded inputs: an oversized question or batch, or an over-long questions file, is refused
-with a named error carrying the value and the limit, before any work (nothing is stored)."""
+with a named error carrying the value and the limit, before any work; the refusal itself is
+audited, one row per question, and nothing else is touched."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rag_core.db.pool import Database
 from rag_core.errors import InputTooLargeError, QuestionFileError
 from rag_core.query.batch_run import read_questions
 from rag_core.query.service import QueryService
-from tests.query.conftest import last_audit_id
+from tests.query.conftest import audit_rows, last_audit_id
 
 
 def _questions_file(folder: Path, count: int) -> Path:
@@ -38,7 +39,11 @@ def test_a_long_question_or_a_large_batch_is_refused_before_any_work(
     with pytest.raises(InputTooLargeError) as many:
         service.ask_many(corpus_tenant, ["a?", "b?", "c?", "d?"])
     assert (many.value.value, many.value.limit) == (4, 3)
-    assert last_audit_id(db, corpus_tenant) == before  # nothing was done, nothing stored
+    rows = audit_rows(db, corpus_tenant, before)
+    assert [(r["kind"], r["error_code"]) for r in rows] == \
+        [("batch", "partial"), ("sub_query", "input_too_large"), ("sub_query", "input_too_large")] \
+        + [("batch", "partial")] + [("sub_query", "input_too_large")] * 4
+    assert all(r["question_redacted"] is None and r["chunk_ids"] == [] for r in rows)
     assert service.ask(corpus_tenant, "x" * 50).error_code is None  # at the limit: answered
 
 

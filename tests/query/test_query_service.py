@@ -56,10 +56,13 @@ def test_single_question_offline_uses_the_labelled_extractive_answerer(
     rows = audit_rows(db, corpus_tenant, before)
     assert [r["kind"] for r in rows] == ["query"]
     assert rows[0]["session_hash"] and session not in rows[0]["session_hash"]
+    assert rows[0]["chunk_ids"] == [s.chunk_id for s in answer.sources]
     with pytest.raises(InvalidSessionIdError):
         make_service().ask(corpus_tenant, QUESTIONS[0], session_id="forged-cookie")
-    assert len(audit_rows(db, corpus_tenant, before)) == 1
-    assert rows[0]["chunk_ids"] == [s.chunk_id for s in answer.sources]
+    # refused before any work (nothing redacted, retrieved or answered), and audited
+    forged = audit_rows(db, corpus_tenant, rows[0]["audit_id"])
+    assert [(r["error_code"], r["session_hash"], r["question_redacted"], r["chunk_ids"])
+            for r in forged] == [("invalid_session_id", None, None, [])]
 
 
 def test_five_questions_make_one_llm_call_with_exact_token_attribution(

@@ -116,20 +116,9 @@ def test_wrong_dimension_and_unknown_model_are_named_errors(
                 big, np.ones(384, dtype=np.float32))
 
 
-def test_rows_of_another_tenant_are_refused_even_if_the_database_leaks(
-        create_database: Callable[[str], Settings]) -> None:
-    """Sabotage the database as its owner (no RLS, a search that ignores the tenant) and
-    check that the application's own per-row check still refuses the foreign rows."""
-    settings = create_database("sabotage")
-    services.upgrade_database(settings)
-    from rag_core.db import tenant_admin as tenants
-    admin_url = resolve_targets(settings).admin_url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        victim, attacker = tenants.create_tenant(conn), tenants.create_tenant(conn)
-    rng = np.random.default_rng(1)
-    with services.open_database(settings) as db:
-        VectorStore(db, settings).add_document(
-            victim, "v://1", b"v", _chunks(5, rng, np.zeros(384, dtype=np.float32)))
+def sabotage_isolation(admin_url: str) -> None:
+    """As the database owner: RLS off on chunks and embeddings, and a search function that
+    ignores the tenant: only the application's per-row check is left."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for table in ("chunks", "chunk_embeddings"):
             conn.execute(f"ALTER TABLE rag.{table} NO FORCE ROW LEVEL SECURITY")
@@ -145,6 +134,23 @@ def test_rows_of_another_tenant_are_refused_even_if_the_database_leaks(
             LANGUAGE sql AS $$
                 SELECT c.chunk_id, c.document_id, c.tenant_id::text, c.ordinal, c.text,
                        0.0::float8, 'sabotaged' FROM rag.chunks c LIMIT p_k $$""")
+
+
+def test_rows_of_another_tenant_are_refused_even_if_the_database_leaks(
+        create_database: Callable[[str], Settings]) -> None:
+    """Sabotage the database as its owner (no RLS, a search that ignores the tenant) and
+    check that the application's own per-row check still refuses the foreign rows."""
+    settings = create_database("sabotage")
+    services.upgrade_database(settings)
+    from rag_core.db import tenant_admin as tenants
+    admin_url = resolve_targets(settings).admin_url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        victim, attacker = tenants.create_tenant(conn), tenants.create_tenant(conn)
+    rng = np.random.default_rng(1)
+    with services.open_database(settings) as db:
+        VectorStore(db, settings).add_document(
+            victim, "v://1", b"v", _chunks(5, rng, np.zeros(384, dtype=np.float32)))
+    sabotage_isolation(admin_url)
     before = counter_value(CROSS_TENANT_ROWS_BLOCKED)
     with services.open_database(settings) as db, pytest.raises(CrossTenantLeakError) as info:
         VectorStore(db, settings).search(attacker, np.ones(384, dtype=np.float32))
