@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -74,10 +75,32 @@ def _files(path: Path) -> list[Path]:
         if not _supported(path):
             raise SourceError(str(path), "expected a folder, .jsonl or .jsonl.gz")
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p))
+    files = sorted(p for p in _walk_confined(path) if _supported(p))
     if not files:
         raise SourceError(str(path), "no .txt, .md, .html or .jsonl files in it")
     return files
+
+
+def _walk_confined(root: Path) -> Iterator[Path]:
+    """The regular files under ``root``, never through a symbolic link that leaves it.
+
+    A link inside a source folder could pull another tenant's files (or the platform's own
+    credentials) into the caller's tenant: one that points outside ``root`` refuses the whole
+    source, naming the link; one that stays inside is skipped (its target is read under its
+    own name). Folders are walked without following links.
+    """
+    real_root = root.resolve()
+    for folder, subfolders, names in os.walk(root, followlinks=False):
+        for name in [*names, *subfolders]:
+            entry = Path(folder) / name
+            if entry.is_symlink():
+                target = entry.resolve()
+                if not target.is_relative_to(real_root):
+                    raise SourceError(str(entry), f"is a symbolic link to {target}, outside "
+                                                  f"the source folder {root}")
+                continue
+            if name in names and entry.is_file():
+                yield entry
 
 
 def _supported(path: Path) -> bool:

@@ -90,3 +90,31 @@ def test_fingerprint_changes_with_content(tmp_path: Path) -> None:
 
 def test_html_to_text_keeps_block_structure() -> None:
     assert html_to_text("<div>a<br>b</div><ul><li>c</li><li>d</li></ul>") == ("", "a\nb\nc\nd")
+
+
+def test_a_symlink_leaving_the_source_folder_refuses_the_source(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "other-tenant"
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("another tenant's document")
+    source = tmp_path / "docs"
+    source.mkdir()
+    (source / "mine.txt").write_text("my document")
+    for link, target in ((source / "pulled.txt", elsewhere / "secret.txt"),
+                         (source / "folder", elsewhere)):
+        link.symlink_to(target)
+        with pytest.raises(SourceError) as refused:
+            list(read_source(source))
+        assert str(link) in str(refused.value) and str(target) in str(refused.value)
+        with pytest.raises(SourceError):
+            fingerprint(source)
+        link.unlink()
+    assert [r.text for r in read_source(source)] == ["my document"]
+
+
+def test_a_symlink_inside_the_source_folder_is_not_read_twice(tmp_path: Path) -> None:
+    source = tmp_path / "docs"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "a.txt").write_text("alpha")
+    (source / "alias.txt").symlink_to(source / "sub" / "a.txt")
+    (source / "loop").symlink_to(source)
+    assert [(r.source, r.text) for r in read_source(source)] == [("sub/a.txt", "alpha")]
