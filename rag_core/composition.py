@@ -35,6 +35,7 @@ from rag_core.embeddings.base import Embedder
 from rag_core.embeddings.registry import load_embedder
 from rag_core.ingestion.chunking import ChunkingPolicy
 from rag_core.ingestion.runner import IngestionRunner
+from rag_core.ingestion.sources import SourceLimits
 from rag_core.ingestion.worker import WorkerPolicy
 from rag_core.limits.concurrency import GuardedSlots, RedisSemaphore
 from rag_core.limits.quota import TokenQuota
@@ -175,7 +176,12 @@ class Platform:
         return WorkerPolicy(
             claim_batch=s.ingest_claim_batch, embed_batch_size=s.embed_batch_size,
             chunking=ChunkingPolicy(max_tokens=s.chunk_max_tokens,
-                                    overlap_tokens=s.chunk_overlap_tokens))
+                                    overlap_tokens=s.chunk_overlap_tokens),
+            source_limits=SourceLimits(
+                max_file_bytes=s.ingest_max_file_bytes,
+                max_decompressed_bytes=s.ingest_max_decompressed_bytes,
+                max_compression_ratio=s.ingest_max_compression_ratio,
+                max_json_depth=s.ingest_max_json_depth))
 
     @cached_property
     def ingestion(self) -> IngestionRunner:

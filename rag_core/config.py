@@ -239,6 +239,12 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(default=32, ge=0)
     ingest_claim_batch: int = Field(default=32, ge=1, le=1000)
     ingest_workers: int = Field(default=1, ge=1, le=64)
+    # What one source file may cost to read (over a limit: one rejected record, see
+    # rag_core.ingestion.sources.SourceLimits).
+    ingest_max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    ingest_max_decompressed_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
+    ingest_max_compression_ratio: float = Field(default=200.0, gt=1)
+    ingest_max_json_depth: int = Field(default=32, ge=1, le=500)
 
     # --- Redis ---------------------------------------------------------------------------
     redis_url: str | None = Field(

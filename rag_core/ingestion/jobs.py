@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Connection, Database
 from rag_core.ingestion.chunking import document_hash
-from rag_core.ingestion.sources import SourceRecord, fingerprint, read_source
+from rag_core.ingestion.sources import SourceLimits, SourceRecord, fingerprint, read_source
 from rag_core.ingestion.validation import RecordValidator, Rejection
 
 _CREATE_STAGING = """
@@ -70,7 +70,8 @@ def find_resumable_job(db: Database, tenant: TenantId, source_fingerprint: str,
 
 def plan_job(db: Database, tenant_id: TenantId | str, source: Path, model_key: str, *,
              params: dict[str, Any], validator: RecordValidator | None = None,
-             read_batch: int = 1000, progress: ProgressCallback | None = None) -> str:
+             read_batch: int = 1000, progress: ProgressCallback | None = None,
+             limits: SourceLimits | None = None) -> str:
     """Create a job for ``source``: stage valid records as pending items, record rejects."""
     tenant = parse_tenant_id(tenant_id)
     validator = validator or RecordValidator()
@@ -84,7 +85,7 @@ def plan_job(db: Database, tenant_id: TenantId | str, source: Path, model_key: s
             "VALUES (%s, %s, %s, %s, 'queued', %s, %s, now())",
             [job_id, tenant, str(source), model_key, Jsonb(params), source_fp])
         conn.execute(_CREATE_STAGING)
-        for batch in _batched(read_source(source), read_batch):
+        for batch in _batched(read_source(source, limits), read_batch):
             outcome = validator.validate(tenant, batch)
             _stage(conn, outcome.accepted, planned)
             _record_rejections(conn, job_id, tenant, outcome.rejected)

@@ -66,7 +66,8 @@ def run_ingestion(db: Database, embedder: Embedder, store: VectorStore,
     if job_id is None:
         warm_up()
         job_id = plan_job(db, tenant, source, store.model_key, params=_params(embedder, policy),
-                          validator=RecordValidator(), progress=progress)
+                          validator=RecordValidator(), progress=progress,
+                          limits=policy.source_limits)
     plan_s = time.perf_counter() - started
     if progress:
         before = summarize(db, tenant, job_id)
@@ -142,7 +143,7 @@ class IngestionRunner:
         warm_up()
         return plan_job(self.db, tenant, source, self.store.model_key,
                         params=_params(self.embedder, self.policy),
-                        validator=RecordValidator())
+                        validator=RecordValidator(), limits=self.policy.source_limits)
 
     def work(self, tenant_id: TenantId | str, job_id: str, *,
              workers: int = 1) -> list[WorkerStats]:

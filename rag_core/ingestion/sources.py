@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -23,6 +24,18 @@ from rag_core.errors import SourceError
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """What one source file may cost to read. Over a limit, the file (or the rest of it)
+    becomes one rejected record naming the limit, and the other files go on."""
+
+    max_file_bytes: int = 256 * 1024 * 1024
+    max_decompressed_bytes: int = 2 * 1024 * 1024 * 1024
+    # A .gz that inflates more than this many times (past its first MiB) is a bomb, not text.
+    max_compression_ratio: float = 200.0
+    max_json_depth: int = 32
 
 
 @dataclass(frozen=True)
@@ -56,16 +69,21 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_source(path: Path) -> Iterator[SourceRecord]:
+def read_source(path: Path, limits: SourceLimits | None = None) -> Iterator[SourceRecord]:
     """Every record of ``path`` (a folder, a .jsonl or a .jsonl.gz file), in a stable order."""
+    limits = limits or SourceLimits()
     if not path.exists():
         raise SourceError(str(path), "no such file or folder")
     root = path if path.is_dir() else path.parent
     for file in _files(path):
         relative = str(file.relative_to(root))
-        name = file.name.lower()
-        if name.endswith((".jsonl", ".jsonl.gz")):
-            yield from _read_jsonl(file, relative)
+        size = file.stat().st_size
+        if size > limits.max_file_bytes:
+            yield SourceRecord(relative, None, None, "", "", problem=(
+                f"file of {size} bytes, over the limit of {limits.max_file_bytes} "
+                "(RAG_INGEST_MAX_FILE_BYTES)"))
+        elif file.name.lower().endswith((".jsonl", ".jsonl.gz")):
+            yield from _read_jsonl(file, relative, size, limits)
         else:
             yield _read_document(file, relative)
 
@@ -115,15 +133,58 @@ def _open_binary(path: Path) -> BinaryIO:
     return path.open("rb")
 
 
-def _read_jsonl(path: Path, relative: str) -> Iterator[SourceRecord]:
+def _read_jsonl(path: Path, relative: str, size: int,
+                limits: SourceLimits) -> Iterator[SourceRecord]:
+    compressed = path.name.lower().endswith(".gz")
+    # Lines are read at most this long: a one-line bomb is never held in memory whole.
+    budget, setting = limits.max_decompressed_bytes, "RAG_INGEST_MAX_DECOMPRESSED_BYTES"
+    by_ratio = max(1 << 20, int(size * limits.max_compression_ratio))
+    if compressed and by_ratio < budget:
+        budget, setting = by_ratio, "RAG_INGEST_MAX_COMPRESSION_RATIO"
+    read = 0
     with _open_binary(path) as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            yield _parse_jsonl_line(raw, relative, line_no)
+        for line_no in itertools.count(1):
+            raw = handle.readline(budget - read + 1)
+            if not raw:
+                return
+            read += len(raw)
+            if read > budget:
+                yield SourceRecord(relative, line_no, None, "", "", problem=(
+                    f"reading stopped at line {line_no}: over {budget} bytes read from a "
+                    f"file of {size} bytes ({setting})"))
+                return
+            if raw.strip():
+                yield _parse_jsonl_line(raw, relative, line_no, limits.max_json_depth)
 
 
-def _parse_jsonl_line(raw: bytes, source: str, line_no: int) -> SourceRecord:
+def _storage_problem(value: object, where: str, depth: int, max_depth: int) -> str | None:
+    """Why ``value`` cannot be stored (PostgreSQL text holds neither NUL nor a lone UTF-16
+    surrogate; JSON nesting is bounded), or None."""
+    if depth > max_depth:
+        return f"{where}: nested deeper than {max_depth} levels"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{where}: contains a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"{where}: lone surrogate at character {exc.start}"
+        return None
+    items: list[tuple[str, object]] = []
+    if isinstance(value, dict):
+        items = [(f"{where}.{key}", key) for key in value] + \
+            [(f"{where}.{key}", item) for key, item in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{where}[{i}]", item) for i, item in enumerate(value)]
+    for place, item in items:
+        problem = _storage_problem(item, place, depth + 1, max_depth)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _parse_jsonl_line(raw: bytes, source: str, line_no: int,
+                      max_depth: int = 32) -> SourceRecord:
     def bad(problem: str, record_id: str | None = None) -> SourceRecord:
         return SourceRecord(source, line_no, record_id, "", "", problem=problem)
 
@@ -135,6 +196,8 @@ def _parse_jsonl_line(raw: bytes, source: str, line_no: int) -> SourceRecord:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         return bad(f"malformed JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return bad(f"JSON nested deeper than {max_depth} levels")
     if not isinstance(obj, dict):
         return bad(f"expected a JSON object, got {type(obj).__name__}")
     record_id = obj.get("_id")
@@ -148,6 +211,10 @@ def _parse_jsonl_line(raw: bytes, source: str, line_no: int) -> SourceRecord:
     if not isinstance(text, str):
         return bad("missing or non-string 'text'", record_id)
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    problem = _storage_problem(obj, "record", 0, max_depth)
+    if problem is not None:
+        return bad(problem, record_id if _storage_problem(record_id, "", 0, 1) is None
+                   else None)
     return SourceRecord(source, line_no, record_id, title.strip(), text, dict(metadata or {}))
 
 

@@ -38,6 +38,7 @@ from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Connection, Database
 from rag_core.embeddings.base import Embedder
 from rag_core.ingestion.chunking import Chunk, ChunkingPolicy, chunk_document
+from rag_core.ingestion.sources import SourceLimits
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
 
 _CLAIM = """
@@ -71,6 +72,7 @@ class WorkerPolicy(BaseModel, frozen=True):
     chunking: ChunkingPolicy = ChunkingPolicy()
     # How long a worker keeps retrying while the database is unreachable (a restart).
     reconnect_for_s: float = Field(default=120.0, ge=0)
+    source_limits: SourceLimits = SourceLimits()
 
 
 @dataclass

@@ -162,6 +162,34 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_ingested(
                        (8, f"duplicate id '{good[0]['_id']}' (first at line 1)")}
 
 
+def test_unstorable_fields_are_rejected_per_record_not_the_whole_plan(
+        db: Database, embedder: Embedder, store: VectorStore, make_tenant: Callable[[], TenantId],
+        write_jsonl: Callable[..., Path]) -> None:
+    tenant = make_tenant()
+    good = scifact_records(2)
+    deep: object = "leaf"
+    for _ in range(40):
+        deep = {"k": deep}
+    source = write_jsonl([
+        good[0],
+        b'{"_id": "surrogate", "text": "half a pair \\ud800 here"}',
+        {"_id": "nul-title", "title": "a\x00b", "text": "fine text"},
+        {"_id": "nul-meta", "text": "fine text", "metadata": {"note": "x\x00"}},
+        {"_id": "deep", "text": "fine text", "metadata": deep},
+        b'{"_id": "very-deep", "text": "t", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        good[1]])
+    result = run_ingestion(db, embedder, store, tenant, source)
+    summary = result.summary
+    assert (summary.read, summary.ingested, summary.rejected) == (7, 2, 5)
+    assert summary.balanced and summary.status == "partial"
+    reasons = {r["line_no"]: r["reason"] for r in list_rejections(db, tenant, summary.job_id)}
+    assert reasons[2] == "record.text: lone surrogate at character 12"
+    assert reasons[3] == "record.title: contains a NUL character"
+    assert reasons[4] == "record.metadata.note: contains a NUL character"
+    assert "nested deeper than 32 levels" in reasons[5]
+    assert "nested deeper than 32 levels" in reasons[6]
+
+
 def _cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {**os.environ, "RAG_STATE_DIR": str(TEST_STATE_DIR),
            "RAG_EMBEDDED_DATABASE": settings.embedded_database, "HF_HUB_OFFLINE": "1", **extra}

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from rag_core.ingestion.sources import SourceError, fingerprint, html_to_text, read_source
+from rag_core.ingestion.sources import (
+    SourceError,
+    SourceLimits,
+    fingerprint,
+    html_to_text,
+    read_source,
+)
 
 
 def test_folder_of_text_markdown_and_html(tmp_path: Path) -> None:
@@ -118,3 +124,22 @@ def test_a_symlink_inside_the_source_folder_is_not_read_twice(tmp_path: Path) ->
     (source / "alias.txt").symlink_to(source / "sub" / "a.txt")
     (source / "loop").symlink_to(source)
     assert [(r.source, r.text) for r in read_source(source)] == [("sub/a.txt", "alpha")]
+
+
+def test_a_gzip_bomb_and_an_oversized_file_become_one_rejected_record_each(
+        tmp_path: Path) -> None:
+    source = tmp_path / "docs"
+    source.mkdir()
+    bomb = source / "bomb.jsonl.gz"
+    with gzip.open(bomb, "wb") as handle:  # one line: 8 MiB of zeros in ~8 KiB
+        handle.write(b'{"_id": "x", "text": "' + b"0" * (8 << 20) + b'"}\n')
+    (source / "big.txt").write_text("x" * 20_000)
+    (source / "fine.txt").write_text("small and fine")
+    limits = SourceLimits(max_file_bytes=16_000, max_compression_ratio=10.0)
+    records = {r.source: r for r in read_source(source, limits)}
+    assert records["fine.txt"].problem is None
+    assert records["big.txt"].problem == (
+        "file of 20000 bytes, over the limit of 16000 (RAG_INGEST_MAX_FILE_BYTES)")
+    problem = records["bomb.jsonl.gz"].problem
+    assert problem is not None and "RAG_INGEST_MAX_COMPRESSION_RATIO" in problem
+    assert "line 1" in problem
