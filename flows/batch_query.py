@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from flows._resources import platform
 from rag_core.common.tenancy import TENANT_ID_REGEX, parse_tenant_id
-from rag_core.query.batch_run import BatchSummary, Question, read_questions
+from rag_core.query.batch_run import BatchSummary, Question, open_private, read_questions
 
 
 class BatchQueryParameters(BaseModel):
@@ -28,6 +28,8 @@ class BatchQueryParameters(BaseModel):
                                                          "the questions, *.answers.jsonl)")
     limit: int | None = Field(default=None, ge=1)
     group_size: int = Field(default=25, ge=1, le=500, description="questions per task")
+    include_question: bool = Field(default=False, description="also write the raw question "
+                                                              "(it may hold personal data)")
 
 
 @task(name="read-questions", retries=1)
@@ -37,10 +39,12 @@ def load_questions(path: str, limit: int | None) -> list[Question]:
 
 
 @task(name="answer-group", retries=2, retry_delay_seconds=[10, 60])
-def answer_group(tenant_id: str, group: list[Question]) -> list[dict[str, Any]]:
-    answers = platform().query_service.ask_many(parse_tenant_id(tenant_id), [q.text for q in group],
-                               question_ids=[q.question_id for q in group])
-    return [a.as_dict() for a in answers]
+def answer_group(tenant_id: str, group: list[Question],
+                 include_question: bool = False) -> list[dict[str, Any]]:
+    answers = platform().query_service.ask_many(
+        parse_tenant_id(tenant_id), [q.text for q in group],
+        question_ids=[q.question_id for q in group])
+    return [a.as_dict(include_question=include_question) for a in answers]
 
 
 @flow(name="batch-query", log_prints=True)
@@ -50,9 +54,10 @@ def batch_query(params: BatchQueryParameters) -> dict[str, Any]:
     output = Path(params.output or Path(params.questions).with_suffix(".answers.jsonl"))
     groups = [questions[i:i + params.group_size]
               for i in range(0, len(questions), params.group_size)]
-    futures = [answer_group.submit(params.tenant_id, group) for group in groups]
+    futures = [answer_group.submit(params.tenant_id, group, params.include_question)
+               for group in groups]
     summary = BatchSummary(questions=len(questions), output=str(output))
-    with output.open("w", encoding="utf-8") as handle:
+    with open_private(output) as handle:
         for future in futures:  # in input order
             for answer in future.result():
                 handle.write(json.dumps(answer) + "\n")

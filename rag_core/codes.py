@@ -133,3 +133,18 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
     _C.INTERNAL_ERROR: ErrorCategory.INTERNAL,
 }
 del _C
+
+
+#: What a caller is told when the model gave no usable answer. The error itself (a
+#: provider's response body, raw model output) goes to the log, never to the caller.
+PUBLIC_MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.CIRCUIT_OPEN: "the language model is not being called for a while after "
+                            "repeated failures; retry later",
+    ErrorCode.LLM_UNAVAILABLE: "the language model did not answer; retry later",
+    ErrorCode.REQUEST_REJECTED: "the language model refused the request",
+    ErrorCode.BAD_RESPONSE: "the language model's reply could not be read",
+    ErrorCode.INVALID_ANSWER: "the language model gave no usable answer to this question",
+    ErrorCode.LLM_ERROR: "the language model call failed",
+    ErrorCode.CONCURRENCY_TIMEOUT: "too many language model calls are running; retry later",
+    ErrorCode.CONCURRENCY_UNAVAILABLE: "the language model call could not be scheduled",
+}

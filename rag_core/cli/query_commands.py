@@ -12,9 +12,11 @@ from rag_core.cli._output import console, emit_json, fail_cleanly
 from rag_core.common.tenancy import parse_tenant_id
 from rag_core.composition import Platform
 from rag_core.config import get_settings
-from rag_core.query.batch_run import read_questions, run_batch
+from rag_core.query.batch_run import open_private, read_questions, run_batch
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
+IncludeQuestion = Annotated[bool, typer.Option(
+    "--include-question", help="also write the raw question (it may hold personal data)")]
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +26,7 @@ def register(app: typer.Typer) -> None:
         question: Annotated[str, typer.Argument(help="the question")],
         tenant: Annotated[str, typer.Option("--tenant")],
         session: Annotated[str | None, typer.Option(help="an opaque session id")] = None,
+        include_question: IncludeQuestion = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Answer one question from the tenant's documents."""
@@ -38,7 +41,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  [{source.chunk_id}] score {source.score:.3f}: "
                               f"{source.excerpt[:100]}", highlight=False)
         if as_json:
-            emit_json(answer.as_dict())
+            emit_json(answer.as_dict(include_question=include_question))
         if answer.error_code:
             raise typer.Exit(code=1)
 
@@ -50,6 +53,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="answers .jsonl (default: beside the "
                                                       "input, *.answers.jsonl)")] = None,
         limit: Annotated[int | None, typer.Option(min=1, help="first N questions")] = None,
+        include_question: IncludeQuestion = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Answer a file of questions in batches (≤5 questions per LLM call)."""
@@ -58,14 +62,15 @@ def register(app: typer.Typer) -> None:
         questions = read_questions(questions_file, limit,
                                    max_questions=settings.max_batch_questions)
         out = out or questions_file.with_suffix(".answers.jsonl")
-        with Platform(settings) as platform, out.open("w", encoding="utf-8") as handle:
+        with Platform(settings) as platform, open_private(out) as handle:
             service = platform.query_service
             with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console,
                           disable=not console.is_terminal) as bar:
                 task = bar.add_task("answering", total=len(questions))
                 summary = run_batch(service, tenant_id, questions, handle,
-                                    progress=lambda n: bar.advance(task, n))
+                                    progress=lambda n: bar.advance(task, n),
+                                    include_question=include_question)
         summary.output = str(out)
         console.print(f"{summary.answered}/{summary.questions} answered, "
                       f"{summary.cache_hits} from cache, errors {summary.errors or 'none'}, "

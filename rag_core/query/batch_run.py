@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,13 @@ from typing import Any, TextIO
 from rag_core.common.tenancy import TenantId
 from rag_core.errors import InputTooLargeError, QuestionFileError
 from rag_core.query.service import QueryService
+
+
+def open_private(path: Path) -> TextIO:
+    """``path`` opened for writing as a new 0600 file (answers quote a tenant's documents)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,8 @@ class BatchSummary:
 
 def run_batch(service: QueryService, tenant: TenantId, questions: list[Question],
               out: TextIO | None, *, group_size: int = 25,
-              progress: Callable[[int], None] | None = None) -> BatchSummary:
+              progress: Callable[[int], None] | None = None,
+              include_question: bool = False) -> BatchSummary:
     """Answer ``questions`` in groups of ``group_size`` (each group is batched ≤5 per LLM
     call by the service), writing one JSON line per answer to ``out``."""
     summary = BatchSummary(questions=len(questions))
@@ -122,7 +131,7 @@ def run_batch(service: QueryService, tenant: TenantId, questions: list[Question]
         answers = service.ask_many(tenant, [q.text for q in group],
                                    question_ids=[q.question_id for q in group])
         for answer in answers:
-            payload = answer.as_dict()
+            payload = answer.as_dict(include_question=include_question)
             summary.record(payload)
             if out is not None:
                 out.write(json.dumps(payload) + "\n")

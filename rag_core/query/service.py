@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from rag_core.answering import AnswerResult, Passage, QuestionContext, answer_all
-from rag_core.codes import ErrorCode
+from rag_core.codes import PUBLIC_MESSAGES, ErrorCode
 from rag_core.common.outage import DEFAULT_OUTAGES, Control, Outages
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Database
@@ -72,8 +72,13 @@ class QueryAnswer:
     retry_after_s: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self, *, include_question: bool = False) -> dict[str, Any]:
+        """The answer as JSON-ready data; the caller's raw question (which may hold personal
+        data the audit log only keeps redacted) only when asked for."""
+        data = asdict(self)
+        if not include_question:
+            del data["question"]
+        return data
 
 
 @dataclass
@@ -306,6 +311,11 @@ class QueryService:
                                                               result.completion_tokens)
             answer.model = result.model
             answer.error_code, answer.error = result.error_code, result.error
+            if result.error_code in PUBLIC_MESSAGES:
+                # The detail may quote the provider or the model: logged, not returned.
+                _log.warning("question %s: %s: %s", answer.request_id, result.error_code,
+                             result.error)
+                answer.error = PUBLIC_MESSAGES[result.error_code]
             answer.latency_ms["llm"] = round(result.latency_ms, 3)
             answer.latency_ms["answer_stage"] = elapsed
 

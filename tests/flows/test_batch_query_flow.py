@@ -108,13 +108,14 @@ def test_batch_query_flow_answers_every_question_in_order_and_audits_it(
     before = last_audit_id(db, flow_tenant)
 
     summary = batch_query(BatchQueryParameters(questions=str(questions), tenant_id=flow_tenant,
-                                               group_size=GROUP_SIZE))
+                                               group_size=GROUP_SIZE, include_question=True))
 
     # The platform was built from the environment, against the test database.
     platform = _resources._platform
     assert platform is not None
     assert platform.settings.embedded_database == get_settings().embedded_database
     out = tmp_path / "questions.answers.jsonl"  # the default: beside the questions
+    assert out.stat().st_mode & 0o777 == 0o600  # answers quote the tenant's documents
     answers = _answers(out)
     assert [(a["question_id"], a["question"]) for a in answers] == QUESTIONS
     assert all(a["error_code"] is None and a["answer"] for a in answers), answers
@@ -163,7 +164,9 @@ def test_batch_query_flow_honours_limit_and_output_and_reuses_cached_answers(
     second = batch_query(BatchQueryParameters(questions=str(questions), tenant_id=flow_tenant,
                                               output=str(out), limit=4, group_size=GROUP_SIZE))
     answers = _answers(out)
-    assert [(a["question_id"], a["question"]) for a in answers] == QUESTIONS[:4]
+    # without include_question the raw question is not written, only its id
+    assert [a["question_id"] for a in answers] == [qid for qid, _ in QUESTIONS[:4]]
+    assert all("question" not in a for a in answers)
     assert (second["questions"], second["answered"], second["cache_hits"]) == (4, 4, 4)
     assert all(a["cache_hit"] for a in answers)
     # Cache hits are audited too.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+from rag_core.codes import ErrorCode
 from rag_core.common.outage import Control, outage_count
 from rag_core.common.tenancy import TenantId
 from rag_core.config import LLMSettings, RateLimitPolicy, Settings
@@ -22,7 +24,12 @@ from rag_core.db.pool import Database
 from rag_core.query.service import QueryService
 from rag_core.query.sessions import InvalidSessionIdError, new_session_id
 from rag_core.redis.embedded import EmbeddedRedis
-from rag_testing.fake_groq import FakeGroqServer, answering_responder, chat_completion
+from rag_testing.fake_groq import (
+    FakeGroqServer,
+    FakeResponse,
+    answering_responder,
+    chat_completion,
+)
 from tests.conftest import REPO_ROOT
 from tests.query.conftest import audit_rows, last_audit_id
 
@@ -209,6 +216,20 @@ def test_one_failing_question_does_not_fail_its_batch(
                for q in ("q1", "q3", "q4", "q5"))
 
 
+def test_a_provider_error_body_reaches_the_log_not_the_caller(
+        make_service: Callable[..., QueryService], corpus_tenant: TenantId,
+        fake_llm: FakeGroqServer, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "provider-internal-detail-7f3a"
+    fake_llm.set_default(lambda request: FakeResponse(
+        status=400, body=json.dumps({"error": {"message": secret}}).encode()))
+    with caplog.at_level(logging.WARNING, logger="rag_core.query.service"):
+        answer = make_service(**llm_settings(fake_llm)).ask(corpus_tenant, QUESTIONS[6])
+    assert answer.error_code == ErrorCode.REQUEST_REJECTED and answer.answer is None
+    assert answer.error == "the language model refused the request"
+    assert secret not in json.dumps(answer.as_dict(), default=str)
+    assert any(secret in record.getMessage() for record in caplog.records)
+
+
 def test_audit_rows_are_spooled_when_the_database_refuses_and_flushed_later(
         make_service: Callable[..., QueryService], corpus_tenant: TenantId, db: Database,
         admin_conn: psycopg.Connection[Any]) -> None:
@@ -244,6 +265,12 @@ def test_cli_query_and_batch_print_json(corpus_tenant: TenantId, settings: Setti
     assert single.returncode == 0, single.stderr
     payload = json.loads(single.stdout.strip().splitlines()[-1])
     assert payload["answer"].startswith("[extractive answer") and payload["sources"]
+    assert "question" not in payload  # the raw question only with --include-question
+    asked = subprocess.run(
+        [sys.executable, "-m", "rag_core.cli", "query", QUESTIONS[1], "--tenant", corpus_tenant,
+         "--include-question", "--json"], capture_output=True, text=True, env=env,
+        cwd=REPO_ROOT, timeout=300, check=False)
+    assert json.loads(asked.stdout.strip().splitlines()[-1])["question"] == QUESTIONS[1]
 
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps({"_id": str(i), "text": q}) + "\n"
@@ -258,4 +285,6 @@ def test_cli_query_and_batch_print_json(corpus_tenant: TenantId, settings: Setti
     assert summary["questions"] == summary["answered"] == len(QUESTIONS)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["question_id"] for line in lines] == [str(i) for i in range(len(QUESTIONS))]
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert all("question" not in line for line in lines)
     assert all(line["sources"] for line in lines)
