@@ -21,27 +21,55 @@ from rag_core.errors import DatabaseUnavailableError, UnsafeDatabaseRoleError
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
+# "Owns" includes through membership: a member of the owning role can do what the owner does
+# (ALTER TABLE ... DISABLE ROW LEVEL SECURITY, CREATE OR REPLACE FUNCTION, ...).
 _ROLE_CHECK = """
 SELECT r.rolname, r.rolsuper, r.rolbypassrls,
        (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'rag' AND c.relowner = r.oid) AS owned_relations
+         WHERE n.nspname = 'rag' AND pg_has_role(r.oid, c.relowner, 'MEMBER')),
+       (SELECT count(*) FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
+         WHERE n.nspname = 'rag' AND pg_has_role(r.oid, f.proowner, 'MEMBER')),
+       (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+         WHERE n.nspname = 'rag' AND t.typtype = 'd' AND pg_has_role(r.oid, t.typowner, 'MEMBER')),
+       coalesce((SELECT pg_has_role(r.oid, n.nspowner, 'MEMBER') FROM pg_namespace n
+                  WHERE n.nspname = 'rag'), false),
+       coalesce((SELECT has_schema_privilege(r.oid, n.oid, 'CREATE') FROM pg_namespace n
+                  WHERE n.nspname = 'rag'), false),
+       has_database_privilege(r.oid, current_database(), 'CREATE')
   FROM pg_roles r WHERE r.rolname = current_user
 """
 
 
 def check_application_role(conn: Connection) -> str:
-    """Raise ``UnsafeDatabaseRoleError`` unless the connected role is subject to RLS."""
+    """Raise ``UnsafeDatabaseRoleError`` unless the connected role is subject to RLS and can
+    neither change nor add to the schema it is confined by."""
     row = conn.execute(_ROLE_CHECK).fetchone()
     if row is None:
         raise UnsafeDatabaseRoleError("?", "current_user not found in pg_roles")
-    role, is_super, bypasses, owned = row
-    if is_super:
-        raise UnsafeDatabaseRoleError(role, "it is a superuser (superusers bypass RLS)")
-    if bypasses:
-        raise UnsafeDatabaseRoleError(role, "it has BYPASSRLS")
-    if owned:
-        raise UnsafeDatabaseRoleError(role, f"it owns {owned} relation(s) in schema rag")
+    role, is_super, bypasses, relations, functions, domains, owns_schema, creates_in_schema, \
+        creates_in_database = row
+    problems = [
+        (is_super, "it is a superuser (superusers bypass RLS)"),
+        (bypasses, "it has BYPASSRLS"),
+        (relations, f"it owns (or is a member of the owner of) {relations} relation(s) in "
+                    "schema rag"),
+        (functions, f"it owns (or is a member of the owner of) {functions} function(s) in "
+                    "schema rag"),
+        (domains, f"it owns (or is a member of the owner of) {domains} domain(s) in schema rag"),
+        (owns_schema, "it owns (or is a member of the owner of) schema rag"),
+        (creates_in_schema, "it may CREATE in schema rag"),
+        (creates_in_database, "it may CREATE in the database"),
+    ]
+    for found, reason in problems:
+        if found:
+            raise UnsafeDatabaseRoleError(role, reason)
     return str(role)
+
+
+def _reset(conn: Connection) -> None:
+    """Back to the connection's start-up settings before the pool lends it again: nothing a
+    caller set at session level (a tenant, a search_path) reaches the next one."""
+    conn.execute("RESET ALL")
 
 
 class Database:
@@ -60,7 +88,7 @@ class Database:
             raise DatabaseUnavailableError("(application role)", str(exc).strip()) from exc
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             app_url, min_size=min_size, max_size=max_size, kwargs=self._kwargs,
-            configure=register_vector, check=ConnectionPool.check_connection,
+            configure=register_vector, check=ConnectionPool.check_connection, reset=_reset,
             open=False, name="rag-app")
         self.pool.open(wait=True, timeout=connect_timeout_s + 5)
 

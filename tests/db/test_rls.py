@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from rag_core.common.tenancy import TenantId
@@ -221,6 +222,47 @@ def test_pool_refuses_a_role_with_bypassrls(settings: Settings,
             Database(url)
     finally:
         admin_conn.execute("DROP ROLE rag_test_bypass")
+
+
+@pytest.mark.parametrize(("grant", "reason"), [
+    ("GRANT {owner} TO {role}", "member of the owner"),     # owns every table by membership
+    ("GRANT CREATE ON SCHEMA rag TO {role}", "CREATE in schema rag"),
+    ("GRANT CREATE ON DATABASE {database} TO {role}", "CREATE in the database"),
+])
+def test_pool_refuses_a_role_that_could_change_the_schema(
+        settings: Settings, admin_conn: psycopg.Connection[Any], grant: str,
+        reason: str) -> None:
+    role = "rag_test_shaper"
+    owner = admin_conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'rag' "
+                               "AND tablename = 'chunks'").fetchone()
+    assert owner is not None
+    database = resolve_targets(settings).database_name
+    admin_conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    admin_conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw'").format(
+        sql.Identifier(role)))
+    statement = sql.SQL(grant).format(owner=sql.Identifier(owner[0]), role=sql.Identifier(role),
+                                      database=sql.Identifier(database))
+    admin_conn.execute(statement)
+    try:
+        url = make_conninfo(resolve_targets(settings).app_url, user=role, password="pw")
+        with pytest.raises(UnsafeDatabaseRoleError, match=reason):
+            Database(url)
+    finally:
+        admin_conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        admin_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_connection_returns_to_the_pool_without_its_session_settings(
+        settings: Settings, make_tenant: Callable[[], TenantId]) -> None:
+    tenant = make_tenant()
+    with Database(resolve_targets(settings).app_url, min_size=1, max_size=1) as one:
+        with one.pool.connection() as conn:
+            # a careless caller sets the tenant for the session, not the transaction
+            conn.execute("SELECT set_config('app.tenant_id', %s, false)", [tenant])
+        with one.pool.connection() as conn:  # the same (only) connection, lent again
+            row = conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()
+            assert row is not None and not row[0]
+            assert conn.execute("SELECT count(*) FROM rag.tenants").fetchone() == (0,)
 
 
 def test_invalid_tenant_id_is_rejected_before_sql(db: Database) -> None:
