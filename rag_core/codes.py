@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
     INVALID_INPUT = "invalid_input"
     QUESTION_FILE_INVALID = "question_file_invalid"
     INPUT_TOO_LARGE = "input_too_large"
+    INVALID_QUESTION = "invalid_question"
     SOURCE_INVALID = "source_invalid"
     DATASET_INVALID = "dataset_invalid"
     INVALID_TOKEN_COUNT = "invalid_token_count"
@@ -111,6 +112,7 @@ _C = ErrorCode
 _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
     **dict.fromkeys([
         _C.CONFIGURATION_INVALID, _C.INVALID_INPUT, _C.QUESTION_FILE_INVALID, _C.INPUT_TOO_LARGE,
+        _C.INVALID_QUESTION,
         _C.SOURCE_INVALID, _C.DATASET_INVALID, _C.INVALID_TOKEN_COUNT, _C.INVALID_SESSION_ID,
         _C.SESSION_KEY_TOO_SHORT, _C.DIMENSION_MISMATCH, _C.INVALID_TENANT_ID,
         _C.UNKNOWN_TENANT, _C.UNKNOWN_EMBEDDING_MODEL, _C.REQUEST_REJECTED, _C.NO_DOCUMENTS,

@@ -36,12 +36,14 @@ from rag_core.errors.inputs import (
     DimensionMismatchError,
     InputError,
     InputTooLargeError,
+    InvalidQuestionError,
     InvalidQuestionIdsError,
     InvalidSessionIdError,
     InvalidTokenCountError,
     QuestionFileError,
     SessionKeyTooShortError,
     SourceError,
+    unstorable_text,
 )
 from rag_core.errors.limits import (
     ConcurrencyBackendError,
@@ -94,6 +96,7 @@ __all__ = [
     "EmbeddingModelUnavailableError",
     "InputError",
     "InputTooLargeError",
+    "InvalidQuestionError",
     "InvalidQuestionIdsError",
     "InvalidSessionIdError",
     "InvalidTenantIdError",
@@ -118,4 +121,5 @@ __all__ = [
     "UnknownTenantError",
     "UnsafeDatabaseRoleError",
     "truncate",
+    "unstorable_text",
 ]

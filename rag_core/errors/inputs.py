@@ -47,6 +47,27 @@ class InputTooLargeError(InputError):
         super().__init__(f"{what} has {size} {unit}, over the limit of {limit} ({setting})")
 
 
+class InvalidQuestionError(InputError):
+    """A question holds what cannot be stored or searched: a NUL or a lone surrogate."""
+
+    code = ErrorCode.INVALID_QUESTION
+
+    def __init__(self, number: int, reason: str) -> None:
+        self.value = number
+        super().__init__(f"question {number}: {reason}")
+
+
+def unstorable_text(text: str) -> str | None:
+    """Why ``text`` cannot go into PostgreSQL text (NUL, a lone UTF-16 surrogate), or None."""
+    if "\x00" in text:
+        return f"contains a NUL character at {text.index(chr(0))}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"contains a lone surrogate at {exc.start}"
+    return None
+
+
 class QuestionFileError(InputError):
     """A questions file cannot be used (unknown format, missing columns, bad line)."""
 

@@ -14,13 +14,14 @@ import hashlib
 import itertools
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from rag_core.errors import SourceError
+from rag_core.errors import SourceError, unstorable_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
@@ -144,7 +145,13 @@ def _read_jsonl(path: Path, relative: str, size: int,
     read = 0
     with _open_binary(path) as handle:
         for line_no in itertools.count(1):
-            raw = handle.readline(budget - read + 1)
+            try:
+                raw = handle.readline(budget - read + 1)
+            except (OSError, EOFError, zlib.error) as exc:  # a corrupt or truncated .gz
+                yield SourceRecord(relative, line_no, None, "", "", problem=(
+                    f"reading stopped at line {line_no}: unreadable compressed data "
+                    f"({type(exc).__name__}: {exc})"))
+                return
             if not raw:
                 return
             read += len(raw)
@@ -163,13 +170,8 @@ def _storage_problem(value: object, where: str, depth: int, max_depth: int) -> s
     if depth > max_depth:
         return f"{where}: nested deeper than {max_depth} levels"
     if isinstance(value, str):
-        if "\x00" in value:
-            return f"{where}: contains a NUL character"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return f"{where}: lone surrogate at character {exc.start}"
-        return None
+        problem = unstorable_text(value)
+        return None if problem is None else f"{where}: {problem}"
     items: list[tuple[str, object]] = []
     if isinstance(value, dict):
         items = [(f"{where}.{key}", key) for key in value] + \

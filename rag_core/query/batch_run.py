@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rag_core.common.tenancy import TenantId
-from rag_core.errors import InputTooLargeError, QuestionFileError
+from rag_core.errors import InputTooLargeError, QuestionFileError, unstorable_text
 from rag_core.query.service import QueryService
 
 
@@ -78,7 +78,8 @@ def _jsonl(path: Path) -> Iterator[Question]:
             if qid is None or not isinstance(text, str) or not text.strip():
                 raise QuestionFileError(str(path), f"line {line_no}: needs an id and a "
                                                    "non-empty question")
-            yield Question(str(qid), text)
+            yield Question(_checked(path, f"line {line_no}", str(qid)),
+                           _checked(path, f"line {line_no}", text))
 
 
 def _csv(path: Path) -> Iterator[Question]:
@@ -89,7 +90,15 @@ def _csv(path: Path) -> Iterator[Question]:
         for row_no, row in enumerate(reader, start=2):
             if not (row.get("question") or "").strip():
                 raise QuestionFileError(str(path), f"row {row_no}: empty question")
-            yield Question(str(row["id"]), str(row["question"]))
+            yield Question(_checked(path, f"row {row_no}", str(row["id"])),
+                           _checked(path, f"row {row_no}", str(row["question"])))
+
+
+def _checked(path: Path, where: str, text: str) -> str:
+    problem = unstorable_text(text)
+    if problem is not None:
+        raise QuestionFileError(str(path), f"{where}: {problem}")
+    return text
 
 
 @dataclass

@@ -29,11 +29,13 @@ from rag_core.db.pool import Database
 from rag_core.errors import (
     CrossTenantLeakError,
     InputTooLargeError,
+    InvalidQuestionError,
     InvalidQuestionIdsError,
     RagCoreError,
     RateLimitBackendError,
     RateLimitExceededError,
     TokenQuotaExceededError,
+    unstorable_text,
 )
 from rag_core.limits.concurrency import ConcurrencySlots
 from rag_core.limits.quota import Reservation, TokenQuota
@@ -205,6 +207,9 @@ class QueryService:
             raise InputTooLargeError("the batch", len(questions), limits.max_batch_questions,
                                      "questions", "RAG_MAX_BATCH_QUESTIONS")
         for number, question in enumerate(questions, start=1):
+            problem = unstorable_text(question)
+            if problem is not None:
+                raise InvalidQuestionError(number, problem)
             if len(question) > limits.max_question_chars:
                 raise InputTooLargeError(f"question {number}", len(question),
                                          limits.max_question_chars, "characters",

@@ -183,9 +183,9 @@ def test_unstorable_fields_are_rejected_per_record_not_the_whole_plan(
     assert (summary.read, summary.ingested, summary.rejected) == (7, 2, 5)
     assert summary.balanced and summary.status == "partial"
     reasons = {r["line_no"]: r["reason"] for r in list_rejections(db, tenant, summary.job_id)}
-    assert reasons[2] == "record.text: lone surrogate at character 12"
-    assert reasons[3] == "record.title: contains a NUL character"
-    assert reasons[4] == "record.metadata.note: contains a NUL character"
+    assert reasons[2] == "record.text: contains a lone surrogate at 12"
+    assert reasons[3] == "record.title: contains a NUL character at 1"
+    assert reasons[4] == "record.metadata.note: contains a NUL character at 1"
     assert "nested deeper than 32 levels" in reasons[5]
     assert "nested deeper than 32 levels" in reasons[6]
 

@@ -13,7 +13,7 @@ import pytest
 from rag_core.codes import ErrorCode
 from rag_core.common.tenancy import TenantId
 from rag_core.db.pool import Database
-from rag_core.errors import InputTooLargeError, QuestionFileError
+from rag_core.errors import InputTooLargeError, InvalidQuestionError, QuestionFileError
 from rag_core.query.batch_run import read_questions
 from rag_core.query.service import QueryService
 from tests.query.conftest import audit_rows, last_audit_id
@@ -64,3 +64,17 @@ def test_a_questions_file_that_is_not_utf8_is_a_named_error(tmp_path: Path) -> N
     path.write_bytes(b'{"_id": "q1", "text": "caf\xe9?"}\n')
     with pytest.raises(QuestionFileError, match="not UTF-8"):
         read_questions(path)
+
+
+def test_a_question_that_cannot_be_stored_is_refused_and_audited(
+        make_service: Callable[..., QueryService], corpus_tenant: TenantId,
+        db: Database) -> None:
+    # NUL cannot go into PostgreSQL text: accepted, it would poison the audit spool
+    before = last_audit_id(db, corpus_tenant)
+    for question in ("why\x00?", "half \ud800 a pair?"):
+        with pytest.raises(InvalidQuestionError) as refused:
+            make_service().ask(corpus_tenant, question)
+        assert refused.value.code is ErrorCode.INVALID_QUESTION
+    rows = audit_rows(db, corpus_tenant, before)
+    assert [(r["error_code"], r["question_redacted"]) for r in rows] == \
+        [("invalid_question", None)] * 2
