@@ -16,9 +16,7 @@ from prefect.futures import wait
 from pydantic import BaseModel, Field
 
 from flows._resources import platform
-from rag_core.common.tenancy import TENANT_ID_REGEX, parse_tenant_id
-from rag_core.ingestion.jobs import find_resumable_job
-from rag_core.ingestion.sources import fingerprint
+from rag_core.common.tenancy import TENANT_ID_REGEX
 
 
 class IngestParameters(BaseModel):
@@ -31,14 +29,10 @@ class IngestParameters(BaseModel):
 
 @task(name="plan-or-resume-job", retries=2, retry_delay_seconds=[5, 30])
 def plan_or_resume(params: IngestParameters) -> str:
-    runner = platform().ingestion
-    tenant = parse_tenant_id(params.tenant_id)
-    source = Path(params.source)
-    job_id = find_resumable_job(runner.db, tenant, fingerprint(source), runner.store.model_key)
-    if job_id is not None:
+    job_id, resumed = platform().ingestion.plan(params.tenant_id, Path(params.source))
+    if resumed:
         get_run_logger().info("resuming unfinished job %s", job_id)
-        return job_id
-    return runner.plan(tenant, source)
+    return job_id
 
 
 @task(name="process-items", retries=3, retry_delay_seconds=[5, 30, 120])

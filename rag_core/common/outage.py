@@ -58,6 +58,11 @@ class Outages:
                      "carrying on without it" if mode is OutageMode.FAIL_OPEN else "refusing")
         return mode is OutageMode.FAIL_OPEN
 
+    def carry_on_or_raise(self, control: Control, operation: str, error: BaseException) -> None:
+        """:meth:`handle`, then re-raise ``error`` unless the control fails open."""
+        if not self.handle(control, operation, error):
+            raise error
+
 
 def outage_count(control: Control, operation: str | None = None) -> float:
     """How many outages ``control`` met in this process (for reports and tests)."""

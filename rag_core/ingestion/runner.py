@@ -60,14 +60,8 @@ def run_ingestion(db: Database, embedder: Embedder, store: VectorStore,
     tenant = parse_tenant_id(tenant_id)
     policy = policy or WorkerPolicy()
     started = time.perf_counter()
-    job_id = find_resumable_job(db, tenant, fingerprint(source), store.model_key) \
-        if resume else None
-    resumed = job_id is not None
-    if job_id is None:
-        warm_up()
-        job_id = plan_job(db, tenant, source, store.model_key, params=_params(embedder, policy),
-                          validator=RecordValidator(), progress=progress,
-                          limits=policy.source_limits)
+    job_id, resumed = plan_or_resume(db, embedder, store, tenant, source, policy,
+                                     resume=resume, progress=progress)
     plan_s = time.perf_counter() - started
     if progress:
         before = summarize(db, tenant, job_id)
@@ -79,6 +73,21 @@ def run_ingestion(db: Database, embedder: Embedder, store: VectorStore,
                         on_items_done=(lambda n: progress("done", n)) if progress else None)
     summary = finalize_job(db, tenant, job_id)
     return IngestionResult(summary, resumed, stats, plan_s, time.perf_counter() - started)
+
+
+def plan_or_resume(db: Database, embedder: Embedder, store: VectorStore, tenant: TenantId,
+                   source: Path, policy: WorkerPolicy, *, resume: bool = True,
+                   progress: Callable[[str, int], None] | None = None) -> tuple[str, bool]:
+    """The unfinished job of ``source`` (when ``resume``), else a newly planned one: its id,
+    and whether it was resumed."""
+    job_id = find_resumable_job(db, tenant, fingerprint(source), store.model_key) \
+        if resume else None
+    if job_id is not None:
+        return job_id, True
+    warm_up()
+    return plan_job(db, tenant, source, store.model_key, params=_params(embedder, policy),
+                    validator=RecordValidator(), progress=progress,
+                    limits=policy.source_limits), False
 
 
 def process_job(db: Database, embedder: Embedder, store: VectorStore, tenant: TenantId,
@@ -134,16 +143,11 @@ class IngestionRunner:
                              workers=workers or self.default_workers, policy=self.policy,
                              progress=progress, resume=resume)
 
-    def plan(self, tenant_id: TenantId | str, source: Path) -> str:
-        """The unfinished job of ``source``, or a newly planned one (its id)."""
-        tenant = parse_tenant_id(tenant_id)
-        job_id = find_resumable_job(self.db, tenant, fingerprint(source), self.store.model_key)
-        if job_id is not None:
-            return job_id
-        warm_up()
-        return plan_job(self.db, tenant, source, self.store.model_key,
-                        params=_params(self.embedder, self.policy),
-                        validator=RecordValidator(), limits=self.policy.source_limits)
+    def plan(self, tenant_id: TenantId | str, source: Path) -> tuple[str, bool]:
+        """The unfinished job of ``source``, or a newly planned one: its id, and whether it
+        was resumed."""
+        return plan_or_resume(self.db, self.embedder, self.store, parse_tenant_id(tenant_id),
+                              source, self.policy)
 
     def work(self, tenant_id: TenantId | str, job_id: str, *,
              workers: int = 1) -> list[WorkerStats]:

@@ -303,8 +303,7 @@ class GuardedSlots:
             held = self.inner.slot()
             held.__enter__()
         except ConcurrencyBackendError as exc:
-            if not self._outages.handle(Control.LLM_SLOTS, "acquire", exc):
-                raise
+            self._outages.carry_on_or_raise(Control.LLM_SLOTS, "acquire", exc)
             yield
             return
         try:

@@ -56,7 +56,7 @@ class AnswerCache:
         try:
             raw = self._client.get(key.redis_key())
         except redis.RedisError as exc:
-            self._outage("get", exc)
+            self._outages.carry_on_or_raise(Control.ANSWER_CACHE, "get", exc)
             return None
         CACHE_LOOKUPS.labels("answer", "hit" if raw is not None else "miss").inc()
         if raw is None:
@@ -68,8 +68,4 @@ class AnswerCache:
         try:
             self._client.set(key.redis_key(), json.dumps(payload), ex=self.ttl_s)
         except redis.RedisError as exc:
-            self._outage("put", exc)
-
-    def _outage(self, operation: str, exc: redis.RedisError) -> None:
-        if not self._outages.handle(Control.ANSWER_CACHE, operation, exc):
-            raise exc
+            self._outages.carry_on_or_raise(Control.ANSWER_CACHE, "put", exc)

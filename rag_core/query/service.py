@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -47,6 +47,7 @@ from rag_core.query.sessions import hash_session_id
 from rag_core.retrieval.retriever import Retrieval, Retriever
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ class QueryService:
             self._limited(item, Control.RATE_LIMIT, "admit", lambda: limiter.admit(tenant))
 
     def _limited(self, item: _Pending, control: Control, operation: str,
-                 check: Callable[[], object]) -> object:
+                 check: Callable[[], _T]) -> _T | None:
         """Run a limit check; a refusal (or, failing closed, a Redis outage) fails the
         question with the error's code. Returns what the check returned, or None."""
         try:
@@ -292,9 +293,8 @@ class QueryService:
         context_chars = sum(len(c.text) for c in item.retrieval.chunks) + len(item.redacted)
         estimate = context_chars // 4 + 300  # ~4 characters a token, plus the answer
         quota = self.quota
-        reservation = self._limited(item, Control.TOKEN_QUOTA, "reserve",
-                                    lambda: quota.reserve(tenant, estimate))
-        item.reservation = reservation if isinstance(reservation, Reservation) else None
+        item.reservation = self._limited(item, Control.TOKEN_QUOTA, "reserve",
+                                         lambda: quota.reserve(tenant, estimate))
 
     def _answer(self, items: list[_Pending]) -> None:
         if not items:

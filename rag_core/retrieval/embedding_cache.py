@@ -38,7 +38,7 @@ class QueryEmbeddingCache:
         try:
             raw = self._client.get(self._key(tenant, text))
         except redis.RedisError as exc:
-            self._outage("get", exc)
+            self._outages.carry_on_or_raise(Control.EMBEDDING_CACHE, "get", exc)
             return None
         CACHE_LOOKUPS.labels("query_embedding", "hit" if raw is not None else "miss").inc()
         if not isinstance(raw, bytes):
@@ -52,8 +52,4 @@ class QueryEmbeddingCache:
             self._client.set(self._key(tenant, text),
                              np.asarray(vector, dtype=np.float32).tobytes(), ex=self.ttl_s)
         except redis.RedisError as exc:
-            self._outage("put", exc)
-
-    def _outage(self, operation: str, exc: redis.RedisError) -> None:
-        if not self._outages.handle(Control.EMBEDDING_CACHE, operation, exc):
-            raise exc
+            self._outages.carry_on_or_raise(Control.EMBEDDING_CACHE, "put", exc)
