@@ -108,3 +108,23 @@ def _print(result: dict[str, Any]) -> None:
         f"{timings['query_ms_p50']} ms), run_id {result['run_id']}, tenant "
         f"{result['tenant_id']}{' (kept)' if result['tenant_kept'] else ' (deleted)'}",
         highlight=False)
+
+
+@eval_app.command("bad-inputs")
+@fail_cleanly
+def eval_bad_inputs(
+    keep_tenant: Annotated[bool, typer.Option(
+        help="keep the probe tenant (and its data) afterwards")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Try bad inputs (gzip bomb, deep JSON, NUL, symlink escape, oversized questions and
+    batches, torn lines, bad tenants) through `rag … --json` in child processes; print the
+    code each one got and the tenant's row counts before and after it."""
+    from evaluations.hardening.probe import as_json as rows_as_json
+    from evaluations.hardening.probe import as_markdown, run_probes
+
+    rows = run_probes(get_settings(), keep_tenant=keep_tenant)
+    console.print(as_markdown(rows), highlight=False, markup=False)
+    if as_json:
+        emit_json({"probes": rows_as_json(rows),
+                   "tracebacks": sum(r.traceback_seen for r in rows)})
