@@ -177,6 +177,7 @@ class Platform:
             claim_batch=s.ingest_claim_batch, embed_batch_size=s.embed_batch_size,
             chunking=ChunkingPolicy(max_tokens=s.chunk_max_tokens,
                                     overlap_tokens=s.chunk_overlap_tokens),
+            max_item_attempts=s.ingest_max_item_attempts,
             source_limits=SourceLimits(
                 max_file_bytes=s.ingest_max_file_bytes,
                 max_decompressed_bytes=s.ingest_max_decompressed_bytes,

@@ -245,6 +245,9 @@ class Settings(BaseSettings):
     ingest_max_decompressed_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
     ingest_max_compression_ratio: float = Field(default=200.0, gt=1)
     ingest_max_json_depth: int = Field(default=32, ge=1, le=500)
+    # Embedding attempts of one ingestion item before it is marked failed (the job goes on;
+    # see rag_core.ingestion.worker).
+    ingest_max_item_attempts: int = Field(default=3, ge=1, le=100)
 
     # --- Redis ---------------------------------------------------------------------------
     redis_url: str | None = Field(

@@ -11,6 +11,13 @@ Throughput: embedding is the expensive step, so database writes run on a writer 
 while the next batch is claimed and embedded (a queue of one batch bounds memory). Per
 document failures are caught under a savepoint and mark that item ``failed``; the batch
 and the job go on. Connection failures (a PostgreSQL restart) are retried with backoff.
+
+An embedding failure (any exception, not only a database error) is isolated to the items
+that cause it: the batch is embedded again item by item; an item that still fails goes back
+to ``pending`` with ``attempts`` counted and its error kept, the rest is written. After
+``max_item_attempts`` an item is ``failed``: a poison document blocks neither the job nor
+its resumes, a transient failure (memory, a model server) is still retried. Chunking and
+write failures are deterministic: the item fails at once.
 """
 
 from __future__ import annotations
@@ -66,6 +73,16 @@ SELECT DISTINCT ON (c.content_hash) c.content_hash, e.embedding
 """
 
 
+# SET expressions see the row's old values: ``attempts + 1`` is this attempt's number.
+_COUNT_ATTEMPT = """
+UPDATE rag.ingestion_items
+   SET attempts = attempts + 1, error = %s, chunk_count = 0, updated_at = now(),
+       status = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE 'pending' END
+ WHERE job_id = %s AND item_no = %s
+RETURNING status
+"""
+
+
 class WorkerPolicy(BaseModel, frozen=True):
     claim_batch: int = Field(default=32, ge=1, le=1000)
     embed_batch_size: int = Field(default=64, ge=1)
@@ -73,6 +90,9 @@ class WorkerPolicy(BaseModel, frozen=True):
     # How long a worker keeps retrying while the database is unreachable (a restart).
     reconnect_for_s: float = Field(default=120.0, ge=0)
     source_limits: SourceLimits = SourceLimits()
+    # Embedding attempts of one item (counted in rag.ingestion_items.attempts across runs)
+    # before it is marked failed.
+    max_item_attempts: int = Field(default=3, ge=1, le=100)
 
 
 @dataclass
@@ -89,6 +109,7 @@ class ItemPlan:
     chunks: list[Chunk] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
     error: str | None = None
+    embed_failed: bool = False  # ``error`` came from the embedder: worth another attempt
 
 
 @dataclass
@@ -98,6 +119,7 @@ class WorkerStats:
     ingested: int = 0
     duplicate: int = 0
     failed: int = 0
+    item_retries: int = 0  # embedding attempts that failed and put the item back as pending
     chunks_written: int = 0
     chunks_embedded: int = 0
     vectors_reused: int = 0
@@ -138,7 +160,13 @@ class IngestionWorker:
             before_sleep=lambda _state: self._count_retry())
         for attempt in retrying:
             with attempt:
-                self._run_pipeline(tenant, job_id)
+                while True:
+                    retried = self.stats.item_retries
+                    self._run_pipeline(tenant, job_id)
+                    # Items put back as pending after the last claim was made wait for
+                    # another pass (they are retried until their attempts are used up).
+                    if self.stats.item_retries == retried:
+                        break
         return self.stats
 
     def _count_retry(self) -> None:
@@ -223,15 +251,42 @@ class IngestionWorker:
         missing = [h for h in wanted if h not in cached]
         started = time.perf_counter()
         if missing:
-            vectors = self.embedder.embed_passages([wanted[h] for h in missing],
-                                                   batch_size=self.policy.embed_batch_size)
-            cached.update(zip(missing, vectors, strict=True))
+            try:
+                self._embed_into(cached, missing, wanted)
+            except Exception as exc:  # whatever the embedder raises
+                self._embed_item_by_item(plans, cached, wanted, exc)
         self.stats.embed_s += time.perf_counter() - started
-        self.stats.chunks_embedded += len(missing)
+        self.stats.chunks_embedded += sum(h in cached for h in missing)
         self.stats.vectors_reused += len(wanted) - len(missing)
         for plan in plans:
             if plan.error is None:
                 plan.vectors = [cached[c.content_hash] for c in plan.chunks]
+
+    def _embed_into(self, cached: dict[bytes, np.ndarray], hashes: list[bytes],
+                    texts: dict[bytes, str]) -> None:
+        vectors = self.embedder.embed_passages([texts[h] for h in hashes],
+                                               batch_size=self.policy.embed_batch_size)
+        cached.update(zip(hashes, vectors, strict=True))
+
+    def _embed_item_by_item(self, plans: list[ItemPlan], cached: dict[bytes, np.ndarray],
+                            texts: dict[bytes, str], batch_error: Exception) -> None:
+        """After a failed batch: embed each item's chunks alone, so only the items that
+        make the embedder fail are held back (with their error) and the others go on."""
+        todo = [(plan, list(dict.fromkeys(c.content_hash for c in plan.chunks
+                                          if c.content_hash not in cached)))
+                for plan in plans if plan.error is None]
+        todo = [(plan, own) for plan, own in todo if own]
+        for plan, own in todo:
+            error: Exception | None = batch_error
+            if len(todo) > 1:  # else the failed batch was this item alone
+                try:
+                    self._embed_into(cached, own, texts)
+                    error = None
+                except Exception as exc:  # kept on the item, retried later
+                    error = exc
+            if error is not None:
+                plan.error = f"embedding failed: {type(error).__name__}: {error}".strip()
+                plan.embed_failed = True
 
     def _writer_loop(self, tenant: TenantId, handoff: queue.Queue[Any],
                      errors: list[BaseException]) -> None:
@@ -244,21 +299,27 @@ class IngestionWorker:
                 continue
             try:
                 started = time.perf_counter()
-                self._write(batch.conn, tenant, batch.plans)
+                finished = self._write(batch.conn, tenant, batch.plans)
                 self.db.release(batch.conn, commit=True)
                 self.stats.write_s += time.perf_counter() - started
                 self.stats.batches += 1
-                if self.on_items_done:
-                    self.on_items_done(len(batch.plans))
+                if self.on_items_done and finished:
+                    self.on_items_done(finished)
             except BaseException as exc:
                 errors.append(exc)
                 with contextlib.suppress(Exception):  # the connection may be gone already
                     self.db.release(batch.conn, commit=False)
 
     # --- writing ---------------------------------------------------------------------------
-    def _write(self, conn: Connection, tenant: TenantId, plans: list[ItemPlan]) -> None:
+    def _write(self, conn: Connection, tenant: TenantId, plans: list[ItemPlan]) -> int:
+        """Write the batch's outcomes; returns how many items are finished (not pending)."""
         changed = False
+        finished = 0
         for plan in plans:
+            if plan.embed_failed:
+                finished += self._count_attempt(conn, plan)
+                continue
+            finished += 1
             self.stats.items += 1
             if plan.error is not None:
                 self._mark(conn, plan, "failed")
@@ -273,7 +334,7 @@ class IngestionWorker:
                     self._mark(conn, plan, "ingested", document_id=document_id)
             except psycopg.OperationalError:
                 raise  # the connection is gone: the whole batch is retried
-            except psycopg.Error as exc:
+            except Exception as exc:  # not only psycopg: this document alone
                 plan.error = f"write failed: {type(exc).__name__}: {exc}".strip()
                 self._mark(conn, plan, "failed")
                 continue
@@ -284,6 +345,20 @@ class IngestionWorker:
             # New data invalidates cached answers: every cache key includes this version.
             conn.execute("UPDATE rag.tenants SET corpus_version = corpus_version + 1 "
                          "WHERE tenant_id = %s", [tenant])
+        return finished
+
+    def _count_attempt(self, conn: Connection, plan: ItemPlan) -> int:
+        """Record a failed embedding attempt of ``plan``'s item: pending again (the next
+        claim retries it) until it has used its attempts, then failed. Returns 1 when the
+        item is finished (failed), else 0."""
+        row = conn.execute(_COUNT_ATTEMPT, [plan.error, self.policy.max_item_attempts,
+                                            plan.job_id, plan.item_no]).fetchone()
+        if row is not None and row[0] == "failed":
+            self.stats.items += 1
+            self.stats.failed += 1
+            return 1
+        self.stats.item_retries += 1
+        return 0
 
     def _write_document(self, conn: Connection, tenant: TenantId, plan: ItemPlan) -> int:
         to_store = [ChunkToStore(c.text, c.token_count, c.content_hash, v)
