@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import shutil
 import threading
 from collections.abc import Callable
@@ -363,3 +364,99 @@ def test_concurrent_upgrades_apply_each_migration_once(
     assert errors == []
     applied = sorted(v for r in results for v in r)
     assert applied == [m.version for m in migrations.discover(settings.migrations_dir)]
+
+
+# --- 0007: tenant-scoped foreign keys on a database holding data ------------------------------
+def _seed_two_tenants_as_owner(url: str) -> tuple[str, str, dict[str, int]]:
+    """Two tenants with a row in every table of a parent/child pair, written as the owner
+    (as an operator's bulk load would); returns the tenants and one id per parent."""
+    a, b = (f"tn_{secrets.token_hex(16)}" for _ in range(2))
+    ids: dict[str, int] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for tenant in (a, b):
+            conn.execute("INSERT INTO rag.tenants (tenant_id) VALUES (%s)", [tenant])
+            doc = conn.execute(
+                "INSERT INTO rag.documents (tenant_id, source_uri, content_hash) "
+                "VALUES (%s, 'seed://doc', '\\x00') RETURNING document_id", [tenant]).fetchone()
+            assert doc is not None
+            chunk = conn.execute(
+                "INSERT INTO rag.chunks (tenant_id, document_id, ordinal, text, token_count, "
+                "content_hash) VALUES (%s, %s, 0, 'seed', 1, '\\x00') RETURNING chunk_id",
+                [tenant, doc[0]]).fetchone()
+            assert chunk is not None
+            conn.execute("INSERT INTO rag.chunk_embeddings (chunk_id, model_key, tenant_id, "
+                         "embedding) VALUES (%s, 'minilm-l6-v2', %s, "
+                         "array_fill(0.1, ARRAY[384])::vector)", [chunk[0], tenant])
+            job = conn.execute("INSERT INTO rag.ingestion_jobs (tenant_id, source_uri) "
+                               "VALUES (%s, 'seed://') RETURNING job_id", [tenant]).fetchone()
+            assert job is not None
+            conn.execute("INSERT INTO rag.ingestion_items (job_id, item_no, tenant_id, "
+                         "source_uri, body, content_hash) VALUES (%s, 0, %s, 'seed://1', 'b', "
+                         "'\\x00')", [job[0], tenant])
+            conn.execute("INSERT INTO rag.ingestion_errors (job_id, tenant_id, source, reason) "
+                         "VALUES (%s, %s, 'seed', 'seeded')", [job[0], tenant])
+            if tenant == a:
+                ids = {"document": int(doc[0]), "chunk": int(chunk[0])}
+    return a, b, ids
+
+
+def _data_counts(url: str) -> set[tuple[Any, ...]]:
+    """Row counts of the product's tables (the ledger, which a migration changes, left out)."""
+    return {row for row in _catalog(url)["row_counts"] if str(row[0]).startswith("rag.")}
+
+
+_CROSS_TENANT_CHUNK = ("INSERT INTO rag.chunks (tenant_id, document_id, ordinal, text, "
+                       "token_count, content_hash) VALUES (%s, %s, 99, 'x', 1, '\\x00')")
+
+
+def _cross_tenant_chunk_accepted(url: str, tenant: str, foreign_document: int) -> bool:
+    """Whether the database takes a chunk of ``tenant`` pointing at another tenant's
+    document (tried in a transaction that is rolled back)."""
+    with psycopg.connect(url) as conn:
+        try:
+            conn.execute(_CROSS_TENANT_CHUNK, [tenant, foreign_document])
+        except psycopg.errors.ForeignKeyViolation:
+            return False
+        finally:
+            conn.rollback()
+    return True
+
+
+def test_0007_applies_and_rolls_back_on_a_database_with_data(
+        create_database: Callable[[str], Settings]) -> None:
+    settings = create_database("fkdata")
+    url = resolve_targets(settings).admin_url
+    services.upgrade_database(settings, target=6)
+    a, b, ids = _seed_two_tenants_as_owner(url)
+    seeded = _data_counts(url)
+    assert _cross_tenant_chunk_accepted(url, b, ids["document"])  # the hole 0007 closes
+
+    assert services.upgrade_database(settings, target=7).applied == [7]
+    assert _data_counts(url) == seeded  # nothing lost or added
+    assert not _cross_tenant_chunk_accepted(url, b, ids["document"])
+    with psycopg.connect(url) as conn:  # the tenant's own parent still works
+        conn.execute(_CROSS_TENANT_CHUNK, [a, ids["document"]])
+        conn.rollback()
+
+    assert services.downgrade_database(settings, 6) == [7]
+    assert _data_counts(url) == seeded
+    assert _cross_tenant_chunk_accepted(url, b, ids["document"])  # the old state, restored
+
+
+def test_0007_refuses_a_database_holding_a_cross_tenant_row(
+        create_database: Callable[[str], Settings]) -> None:
+    settings = create_database("fkbad")
+    url = resolve_targets(settings).admin_url
+    services.upgrade_database(settings, target=6)
+    _, b, ids = _seed_two_tenants_as_owner(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_CROSS_TENANT_CHUNK, [b, ids["document"]])
+    before = _data_counts(url)
+
+    with pytest.raises(MigrationError) as info:
+        services.upgrade_database(settings, target=7)
+    assert info.value.version == 7
+    assert "rag.chunks has 1 row(s) whose document belongs to another tenant" in str(info.value)
+    assert f"(tenant {b})" in str(info.value)
+    assert _ledger_versions(url) == [1, 2, 3, 4, 5, 6]
+    assert _data_counts(url) == before  # the offending row is kept for a human
