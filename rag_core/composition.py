@@ -125,7 +125,8 @@ class Platform:
 
     @contextlib.contextmanager
     def admin_connection(self) -> Iterator[Connection]:
-        """An autocommit connection as the admin (migrations, tenant administration)."""
+        """An autocommit connection as the admin (migrations, tenant administration).
+        Refused in a ``runtime_only`` process: ``database`` needs only the application URL."""
         self.ensure_services()
         with admin_connection(self.settings) as conn:
             yield conn

@@ -216,6 +216,12 @@ class Settings(BaseSettings):
     )
     app_db_role: str = "rag_app"
     app_db_password: SecretStr | None = None
+    # Least privilege: a query service, ingestion worker or Prefect flow run sets this and
+    # then holds only RAG_APP_DATABASE_URL; the admin URL is refused in such a process
+    # (rag_core.db.connection.resolve_targets) and `rag doctor` warns if it is present.
+    runtime_only: bool = Field(
+        default=False, description="this process only serves (queries, ingestion, flows): "
+                                   "it must not hold or use the admin database URL")
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
@@ -296,7 +302,9 @@ class Settings(BaseSettings):
 
     @property
     def uses_embedded_postgres(self) -> bool:
-        return self.database_url is None
+        # An application URL alone is an external server too: a runtime process is given
+        # only that one (it must not start, or read the credentials of, an embedded server).
+        return self.database_url is None and self.app_database_url is None
 
     @property
     def uses_embedded_redis(self) -> bool:

@@ -80,7 +80,7 @@ def doctor(as_json: JsonFlag = False) -> None:
     table.add_column("component")
     table.add_column("status")
     table.add_column("detail", overflow="fold")
-    colours = {"ok": "green", "fail": "bold red", "info": "cyan"}
+    colours = {"ok": "green", "fail": "bold red", "warn": "yellow", "info": "cyan"}
     for check in report.checks:
         table.add_row(check.name, f"[{colours[check.status]}]{check.status}[/]", check.detail)
     console.print(table)

@@ -4,6 +4,11 @@ Embedded default: both point at the embedded server under the state folder, data
 ``RAG_EMBEDDED_DATABASE`` (default ``rag``). External: ``DATABASE_URL`` is the admin URL;
 the application URL is ``RAG_APP_DATABASE_URL``, or the admin URL with the user swapped for
 ``RAG_APP_DB_ROLE`` and ``RAG_APP_DB_PASSWORD`` (set by ``rag db upgrade``).
+
+Two resolvers, because two kinds of process exist. ``resolve_app_target`` is all a runtime
+(query service, ingestion worker, Prefect flow) needs, and works with nothing but
+``RAG_APP_DATABASE_URL``; ``resolve_targets`` adds the admin URL for migrations and
+administration, and is refused in a process configured ``RAG_RUNTIME_ONLY``.
 """
 
 from __future__ import annotations
@@ -44,34 +49,69 @@ def redact_url(url: str) -> str:
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
-def resolve_targets(settings: Settings) -> DatabaseTargets:
-    """The URLs to use under ``settings``; the embedded server must already be running."""
+@dataclass(frozen=True)
+class AppTarget:
+    """The application role's connection: everything a runtime process needs."""
+
+    url: str
+    role: str
+    embedded: bool
+
+
+def resolve_app_target(settings: Settings) -> AppTarget:
+    """The application URL under ``settings``, without needing the admin URL when
+    ``RAG_APP_DATABASE_URL`` is given. The embedded server must already be running."""
+    if settings.app_database_url is not None:
+        user = conninfo_to_dict(settings.app_database_url).get("user")
+        return AppTarget(settings.app_database_url, str(user or settings.app_db_role),
+                         embedded=False)
     if settings.uses_embedded_postgres:
         server = EmbeddedPostgres(settings.state_dir)
-        credentials = server.credentials()
-        return DatabaseTargets(
-            admin_url=server.admin_url(settings.embedded_database),
-            app_url=server.url_for(settings.app_db_role, credentials.app_password,
-                                   settings.embedded_database),
-            app_role=settings.app_db_role,
-            app_password=credentials.app_password,
-            embedded=True,
-        )
+        url = server.url_for(settings.app_db_role, server.credentials().app_password,
+                             settings.embedded_database)
+        return AppTarget(url, settings.app_db_role, embedded=True)
     assert settings.database_url is not None
-    password = (settings.app_db_password.get_secret_value()
-                if settings.app_db_password is not None else None)
-    if settings.app_database_url is not None:
-        app_url = settings.app_database_url
-    elif password is not None:
-        params = conninfo_to_dict(settings.database_url)
-        params.update(user=settings.app_db_role, password=password)
-        app_url = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-    else:
+    if settings.app_db_password is None:
         raise ConfigurationError(
             "RAG_APP_DATABASE_URL", None,
             "with DATABASE_URL set, give the application role's URL, or RAG_APP_DB_PASSWORD "
             "so that `rag db upgrade` sets it on role " + settings.app_db_role)
-    return DatabaseTargets(settings.database_url, app_url, settings.app_db_role, password,
+    params = conninfo_to_dict(settings.database_url)
+    params.update(user=settings.app_db_role,
+                  password=settings.app_db_password.get_secret_value())
+    return AppTarget(make_conninfo("", **{k: v for k, v in params.items() if v is not None}),
+                     settings.app_db_role, embedded=False)
+
+
+def resolve_targets(settings: Settings) -> DatabaseTargets:
+    """The admin and application URLs under ``settings``, for migrations and administration;
+    the embedded server must already be running.
+
+    Refused (``ConfigurationError``) in a ``runtime_only`` process, which must never act as
+    the admin even when the URL is in its environment, and when only the application URL
+    is configured.
+    """
+    if settings.runtime_only:
+        raise ConfigurationError(
+            "RAG_RUNTIME_ONLY", True,
+            "this process is a runtime (queries, ingestion, flows) and never uses the admin "
+            "database URL: run migrations and tenant administration from an admin process")
+    if settings.database_url is None and settings.app_database_url is not None:
+        raise ConfigurationError(
+            "RAG_DATABASE_URL", None,
+            "only RAG_APP_DATABASE_URL is set, which serves queries and ingestion; migrations "
+            "and tenant administration need the admin URL (RAG_DATABASE_URL or DATABASE_URL)")
+    app = resolve_app_target(settings)
+    password = (settings.app_db_password.get_secret_value()
+                if settings.app_db_password is not None else None)
+    if settings.uses_embedded_postgres:
+        server = EmbeddedPostgres(settings.state_dir)
+        return DatabaseTargets(
+            admin_url=server.admin_url(settings.embedded_database), app_url=app.url,
+            app_role=settings.app_db_role, app_password=server.credentials().app_password,
+            embedded=True)
+    assert settings.database_url is not None
+    return DatabaseTargets(settings.database_url, app.url, settings.app_db_role, password,
                            embedded=False)
 
 

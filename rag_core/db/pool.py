@@ -17,6 +17,8 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
 from rag_core.common.tenancy import TenantId, parse_tenant_id
+from rag_core.config import Settings
+from rag_core.db.connection import resolve_app_target
 from rag_core.errors import DatabaseUnavailableError, UnsafeDatabaseRoleError
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -70,6 +72,9 @@ def _reset(conn: Connection) -> None:
     """Back to the connection's start-up settings before the pool lends it again: nothing a
     caller set at session level (a tenant, a search_path) reaches the next one."""
     conn.execute("RESET ALL")
+    # Outside autocommit the statement opened a transaction: a connection handed back INTRANS
+    # is discarded by the pool (with a warning on stderr), so every return cost a reconnect.
+    conn.commit()
 
 
 class Database:
@@ -91,6 +96,16 @@ class Database:
             configure=register_vector, check=ConnectionPool.check_connection, reset=_reset,
             open=False, name="rag-app")
         self.pool.open(wait=True, timeout=connect_timeout_s + 5)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Database:
+        """The pool of the application role under ``settings``. Only the application URL is
+        resolved, so a runtime process configured with ``RAG_APP_DATABASE_URL`` alone (no
+        admin URL anywhere in it) gets its pool."""
+        return cls(resolve_app_target(settings).url, min_size=settings.db_pool_min_size,
+                   max_size=settings.db_pool_max_size,
+                   statement_timeout_ms=settings.db_statement_timeout_ms,
+                   connect_timeout_s=settings.db_connect_timeout_s)
 
     @contextlib.contextmanager
     def tenant_session(self, tenant_id: TenantId | str) -> Iterator[Connection]:

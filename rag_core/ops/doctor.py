@@ -2,7 +2,12 @@
 
 Each check names what is wrong in words a user can act on ("extension vector is not
 installed in database rag", "pgvector 0.7.0 < 0.8.0 required for iterative index scans").
-Optional components (pgvectorscale) are reported as information, never as failures.
+Optional components (pgvectorscale) are reported as information, never as failures; a
+"warn" is a risk that does not stop the platform from working (it leaves ``ok`` true).
+
+The doctor runs as what its process is: an admin process (the admin URL configured, not
+``RAG_RUNTIME_ONLY``) checks through the admin connection; a runtime process checks what the
+application role can see (everything but the migration ledger) and never uses the admin URL.
 """
 
 from __future__ import annotations
@@ -15,17 +20,17 @@ import redis
 
 from rag_core.config import Settings
 from rag_core.db import migrations
-from rag_core.db.connection import DatabaseTargets, redact_url, resolve_targets
+from rag_core.db.connection import AppTarget, redact_url, resolve_app_target, resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import check_application_role
-from rag_core.db.schema import TENANT_TABLES
+from rag_core.db.rls_catalog import find_tenant_tables, policy_problems
 from rag_core.errors import RagCoreError
 from rag_core.redis.embedded import EmbeddedRedis
 
 MIN_POSTGRES = 15
 MIN_PGVECTOR = (0, 8, 0)
 
-Status = Literal["ok", "fail", "info"]
+Status = Literal["ok", "fail", "warn", "info"]
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,40 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def run_doctor(settings: Settings) -> DoctorReport:
-    checks: list[Check] = []
+    checks: list[Check] = [_check_runtime_credentials(settings)]
     checks.extend(_check_postgres(settings))
     checks.append(_check_redis(settings))
     return DoctorReport(checks)
+
+
+def _check_runtime_credentials(settings: Settings) -> Check:
+    """Does a runtime process hold the admin URL?
+
+    The rule: a process started with ``RAG_RUNTIME_ONLY=true`` (query services, ingestion
+    workers, Prefect workers) must hold only the application URL. It gets "warn" when
+    ``RAG_DATABASE_URL`` or ``DATABASE_URL`` is in its environment, or when it runs on the
+    embedded server with no ``RAG_APP_DATABASE_URL`` (it then reads the state folder's
+    credentials file, which holds the superuser's password too). Such a process refuses to
+    use the admin URL anyway (``resolve_targets``); the warning is about what a compromise
+    of it would hand over. Processes without the setting are admin processes: "info".
+    """
+    name = "runtime credentials"
+    if not settings.runtime_only:
+        return Check(name, "info", "admin process (RAG_RUNTIME_ONLY unset): it may migrate "
+                                   "and administer tenants; set RAG_RUNTIME_ONLY=true in query "
+                                   "services, ingestion workers and flows")
+    if settings.database_url is not None:
+        return Check(name, "warn", "this runtime process (RAG_RUNTIME_ONLY) holds the admin "
+                                   "database URL (RAG_DATABASE_URL or DATABASE_URL is set): "
+                                   "remove it from its environment; a runtime needs only "
+                                   "RAG_APP_DATABASE_URL")
+    if settings.uses_embedded_postgres:
+        return Check(name, "warn", "this runtime process (RAG_RUNTIME_ONLY) reaches the "
+                                   "embedded server through "
+                                   f"{settings.state_dir / 'pg' / 'credentials.json'}, which "
+                                   "holds the superuser's password: give it "
+                                   "RAG_APP_DATABASE_URL instead")
+    return Check(name, "ok", "runtime process with the application URL only")
 
 
 def _check_postgres(settings: Settings) -> list[Check]:
@@ -65,27 +100,30 @@ def _check_postgres(settings: Settings) -> list[Check]:
             return [Check("postgres", "fail",
                           f"embedded PostgreSQL in {status.data_dir} is not running; "
                           "run `rag db start`")]
+    admin = not settings.runtime_only and (settings.database_url is not None
+                                           or settings.uses_embedded_postgres)
     try:
-        targets = resolve_targets(settings)
+        app = resolve_app_target(settings)
+        url = resolve_targets(settings).admin_url if admin else app.url
     except RagCoreError as exc:
         return [Check("postgres", "fail", str(exc))]
     try:
-        conn = psycopg.connect(targets.admin_url, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        return [Check("postgres", "fail", f"cannot connect to {redact_url(targets.admin_url)}: "
+        return [Check("postgres", "fail", f"cannot connect to {redact_url(url)}: "
                       f"{str(exc).strip()}")]
     with conn:
-        return _check_database(conn, targets, settings)
+        where = "embedded" if app.embedded else redact_url(url)
+        return _check_database(conn, app, settings, where=where, admin=admin)
 
 
-def _check_database(conn: psycopg.Connection[tuple[Any, ...]], targets: DatabaseTargets,
-                    settings: Settings) -> list[Check]:
+def _check_database(conn: psycopg.Connection[tuple[Any, ...]], app: AppTarget,
+                    settings: Settings, *, where: str, admin: bool) -> list[Check]:
     checks: list[Check] = []
     row = conn.execute("SELECT current_setting('server_version_num')::int, "
                        "current_setting('server_version'), current_database()").fetchone()
     assert row is not None
     version_num, version, database = int(row[0]), str(row[1]), str(row[2])
-    where = "embedded" if targets.embedded else redact_url(targets.admin_url)
     if version_num // 10000 < MIN_POSTGRES:
         checks.append(Check("postgres", "fail",
                             f"PostgreSQL {version} < {MIN_POSTGRES} required ({where})"))
@@ -95,9 +133,15 @@ def _check_database(conn: psycopg.Connection[tuple[Any, ...]], targets: Database
 
     checks.append(_check_extension_vector(conn, database))
     checks.append(_check_vectorscale(conn, database))
-    checks.append(_check_migrations(conn, settings))
-    checks.append(_check_rls(conn))
-    checks.append(_check_app_role(targets))
+    if admin:
+        checks.append(_check_migrations(conn, settings))
+    else:
+        checks.append(Check("migrations", "info",
+                            "not checked: the migration ledger is read as the admin, and this "
+                            "runtime process has only the application URL (run `rag doctor` "
+                            "from an admin process)"))
+    checks.append(_check_rls(conn, app.role))
+    checks.append(_check_app_role(app))
     return checks
 
 
@@ -153,34 +197,36 @@ def _check_migrations(conn: psycopg.Connection[tuple[Any, ...]], settings: Setti
     return Check("migrations", "ok", f"{len(states)} applied, at version {latest:04d}")
 
 
-def _check_rls(conn: psycopg.Connection[tuple[Any, ...]]) -> Check:
-    rows = conn.execute(
-        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, "
-        "       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) "
-        "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        " WHERE n.nspname = 'rag' AND c.relname = ANY(%s)", [list(TENANT_TABLES)]).fetchall()
-    found = {str(r[0]): (bool(r[1]), bool(r[2]), int(r[3])) for r in rows}
-    problems = []
-    for table in TENANT_TABLES:
-        if table not in found:
-            problems.append(f"{table} missing")
-            continue
-        enabled, forced, policies = found[table]
-        if not (enabled and forced and policies):
-            problems.append(f"{table} (enabled={enabled}, forced={forced}, policies={policies})")
+def _check_rls(conn: psycopg.Connection[tuple[Any, ...]], app_role: str) -> Check:
+    """Every table with a tenant column, found in the catalog (see ``rag_core.db.rls_catalog``
+    for which schemas count and what a policy must say)."""
+    tables = find_tenant_tables(conn, app_role)
+    judged = [t for t in tables if t.judged]
+    problems = [f"{t.qualified_name}: {', '.join(found)}"
+                for t in judged if (found := policy_problems(t))]
+    if not judged:
+        return Check("row-level security", "fail",
+                     "no table with a tenant_id column found: run `rag db upgrade`")
     if problems:
-        return Check("row-level security", "fail", "not enforced on: " + ", ".join(problems))
-    return Check("row-level security", "ok",
-                 f"enabled and forced on {len(TENANT_TABLES)} tenant tables")
+        return Check("row-level security", "fail", "tenant rows not isolated: "
+                     + "; ".join(problems))
+    schemas = sorted({t.schema for t in judged})
+    detail = (f"enabled, forced and tenant-scoped on {len(judged)} tenant tables "
+              f"(schema {', '.join(schemas)})")
+    unreachable = [t.qualified_name for t in tables if not t.judged]
+    if unreachable:
+        detail += (f"; not reachable by {app_role}, so not judged: "
+                   + ", ".join(unreachable))
+    return Check("row-level security", "ok", detail)
 
 
-def _check_app_role(targets: DatabaseTargets) -> Check:
+def _check_app_role(app: AppTarget) -> Check:
     try:
-        with psycopg.connect(targets.app_url, connect_timeout=5) as conn:
+        with psycopg.connect(app.url, connect_timeout=5) as conn:
             role = check_application_role(conn)
     except psycopg.OperationalError as exc:
         return Check("application role", "fail",
-                     f"cannot connect as {targets.app_role}: {str(exc).strip()}")
+                     f"cannot connect as {app.role}: {str(exc).strip()}")
     except RagCoreError as exc:
         return Check("application role", "fail", str(exc))
     return Check("application role", "ok",

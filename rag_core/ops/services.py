@@ -96,9 +96,6 @@ def set_app_role_password(conn: psycopg.Connection[tuple[object, ...]],
 
 
 def open_database(settings: Settings) -> Database:
-    """A pool of application-role connections for ``settings``."""
-    targets = resolve_targets(settings)
-    return Database(targets.app_url, min_size=settings.db_pool_min_size,
-                    max_size=settings.db_pool_max_size,
-                    statement_timeout_ms=settings.db_statement_timeout_ms,
-                    connect_timeout_s=settings.db_connect_timeout_s)
+    """A pool of application-role connections for ``settings`` (the admin URL is not
+    needed: see ``Database.for_settings``)."""
+    return Database.for_settings(settings)
