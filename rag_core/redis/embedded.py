@@ -89,6 +89,10 @@ class EmbeddedRedis(EmbeddedServer):
                                       "server is not running; run `rag services start`")
         return f"redis://127.0.0.1:{status.port}/0"
 
+    def control_url(self) -> str:
+        """The controls' database (rate limits, quota, breaker, LLM slots)."""
+        return self.url()[:-1] + "1"
+
     @staticmethod
     def _ping(port: int) -> bool:
         try:
