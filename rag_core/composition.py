@@ -16,6 +16,7 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from collections.abc import Iterator
 from functools import cached_property
@@ -24,6 +25,7 @@ from typing import Any
 
 import psycopg
 import redis
+from pydantic import SecretStr
 
 from rag_core.answering import EXTRACTIVE_MODEL, ExtractiveAnswerer, LLMBatchAnswerer
 from rag_core.common.outage import Outages
@@ -33,6 +35,7 @@ from rag_core.db.connection import admin_connection
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.embeddings.registry import load_embedder
+from rag_core.errors import RagCoreError
 from rag_core.ingestion.chunking import ChunkingPolicy
 from rag_core.ingestion.runner import IngestionRunner
 from rag_core.ingestion.sources import SourceLimits
@@ -45,7 +48,7 @@ from rag_core.llm.client import LLMClient
 from rag_core.llm.prompts import PROMPT_VERSION
 from rag_core.ops import services
 from rag_core.query.answer_cache import AnswerCache
-from rag_core.query.audit import AuditLog
+from rag_core.query.audit import AuditLog, checked_audit_key
 from rag_core.query.service import QueryConfig, QueryService
 from rag_core.redis.client import redis_from_settings
 from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
@@ -53,22 +56,39 @@ from rag_core.retrieval.hybrid import HybridRetriever
 from rag_core.retrieval.retriever import Retriever
 from rag_core.retrieval.vector_store import VectorStore
 
-__all__ = ["EXTRACTIVE_MODEL", "Platform", "session_key"]
+__all__ = ["EXTRACTIVE_MODEL", "Platform", "audit_hash_key", "session_key"]
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+
+_log = logging.getLogger(__name__)
+
+
+def _server_key(settings: Settings, configured: SecretStr | None, file_name: str,
+                lock_name: str) -> bytes:
+    """A server-side HMAC key: configured, or created once (0600) in the state folder and
+    read back by every later process; the lock makes concurrent first starts agree."""
+    if configured is not None:
+        return configured.get_secret_value().encode()
+    path = settings.state_dir / file_name
+    if not path.exists():
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(settings.state_dir / lock_name):
+            if not path.exists():
+                write_atomic(path, secrets.token_hex(32), mode=0o600)
+    return path.read_text().strip().encode()
 
 
 def session_key(settings: Settings) -> bytes:
     """The HMAC key for session ids: configured, or created once in the state folder."""
-    if settings.session_hash_key is not None:
-        return settings.session_hash_key.get_secret_value().encode()
-    path = settings.state_dir / "session_hash.key"
-    if not path.exists():
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(settings.state_dir / ".session_key.lock"):
-            if not path.exists():
-                write_atomic(path, secrets.token_hex(32), mode=0o600)
-    return path.read_text().strip().encode()
+    return _server_key(settings, settings.session_hash_key, "session_hash.key",
+                       ".session_key.lock")
+
+
+def audit_hash_key(settings: Settings) -> bytes:
+    """The HMAC key of the audit log's question hash (``RAG_AUDIT_HASH_KEY``, or created
+    once in the state folder like the session key)."""
+    return checked_audit_key(_server_key(settings, settings.audit_hash_key,
+                                         "audit_hash.key", ".audit_hash_key.lock"))
 
 
 class Platform:
@@ -231,12 +251,32 @@ class Platform:
         llm_slots = GuardedSlots(RedisSemaphore(
             self.redis, f"llm:{s.llm.model}", s.max_concurrent_llm_calls,
             key_prefix=f"{prefix}:sem"), self.outages) if s.llm.configured else None
-        return QueryService(
+        service = QueryService(
             self.database, self.retriever, self.answerer, config=config,
             answer_cache=AnswerCache(self.redis, ttl_s=s.answer_cache_ttl_s, prefix=prefix,
                                      outages=self.outages),
             rate_limiter=RateLimiter(self.redis, limits),
             quota=TokenQuota(self.redis, limits),
-            audit=AuditLog(self.database, s.state_dir / "spool",
-                           store_question=s.audit_question_storage),
+            audit=self.audit_log,
             session_key=session_key(s), llm_slots=llm_slots, outages=self.outages)
+        self._flush_audit_spool()
+        return service
+
+    # --- the audit log and its spool -------------------------------------------------------
+    @cached_property
+    def audit_log(self) -> AuditLog:
+        s = self.settings
+        return AuditLog(self.database, s.audit_spool_dir or s.state_dir / "spool",
+                        store_question=s.audit_question_storage, hash_key=audit_hash_key(s))
+
+    def _flush_audit_spool(self) -> None:
+        """Write what an earlier process (or this machine's last outage) left in the spool,
+        once per process that writes audit rows. A database still away costs a log line and
+        keeps the spool; it never stops the process that came to answer questions."""
+        try:
+            report = self.audit_log.flush_spool()
+        except (RagCoreError, psycopg.Error, OSError) as exc:
+            _log.warning("audit spool not flushed at start (%s); it is kept for later", exc)
+            return
+        if report.flushed or report.quarantined:
+            _log.info("audit spool flushed at start: %s", report.as_dict())

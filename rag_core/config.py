@@ -290,6 +290,16 @@ class Settings(BaseSettings):
         default=None, description="HMAC key for session ids; unset = one kept in state_dir")
     audit_question_storage: Literal["redacted", "hash"] = "redacted"
 
+    # --- audit spool and question hash (see rag_core/query/audit.py, audit_spool.py) --------
+    # Keyed, so a short question cannot be recovered from its hash by guessing: a plain
+    # sha256 of "is it cancer?" is one dictionary lookup away.
+    audit_hash_key: SecretStr | None = Field(
+        default=None, description="HMAC key for the audit log's question_hash (at least 32 "
+                                  "characters); unset = one kept in state_dir")
+    audit_spool_dir: Path | None = Field(
+        default=None, description="where audit rows wait while the database is away; "
+                                  "unset = state_dir/spool")
+
     # --- benchmarks and evaluations ------------------------------------------------------
     reports_dir: Path | None = Field(
         default=None, description="where benchmark reports go; unset = the checkout's "

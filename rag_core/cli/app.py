@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rag_core.cli import dbt_commands, ingest_commands, query_commands
+from rag_core.cli import audit_commands, dbt_commands, ingest_commands, query_commands
 from rag_core.cli._output import console, emit_json, err_console, fail_cleanly, options
 from rag_core.composition import Platform
 from rag_core.config import get_settings
@@ -44,6 +44,7 @@ app.add_typer(tenant_app, name="tenant")
 ingest_commands.register(app)
 query_commands.register(app)
 dbt_commands.register(app)
+audit_commands.register(app)
 
 
 def _mount_plugins(root: typer.Typer) -> None:

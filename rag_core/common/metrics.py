@@ -20,6 +20,14 @@ CROSS_TENANT_ROWS_BLOCKED = Counter(
 CACHE_LOOKUPS = Counter("rag_cache_lookups", "Cache lookups by outcome.", ["cache", "outcome"],
                         registry=REGISTRY)
 
+# Audit spool: a line that cannot be read back (a process killed mid-write, a damaged file)
+# is set aside, not replayed and not dropped; any increase deserves a look.
+AUDIT_SPOOL_QUARANTINED = Counter(
+    "rag_audit_spool_quarantined",
+    "Spooled audit lines moved to the quarantine folder instead of the database.",
+    registry=REGISTRY,
+)
+
 
 def counter_value(counter: Counter) -> float:
     """Current value of an unlabelled counter (for reports and tests)."""

@@ -2,19 +2,22 @@
 
 Rows are written through tenant sessions (RLS applies: a tenant can only audit itself).
 Questions are stored redacted (PII removed before anything is audited) or only as a hash,
-by configuration. When the database write fails the rows are appended to a local spool
-file (JSON lines, fsynced) and written later by ``flush_spool``; the unique request id makes
-replays idempotent, so "audit 100%" holds across database outages.
+by configuration. The hash is an HMAC-SHA256 under a server key, not a plain sha256: a short
+question ("is it cancer?") would otherwise be found again by hashing guesses.
+
+When the database write fails the rows go to a local spool (:mod:`rag_core.query.audit_spool`)
+in their stored form: already hashed and already reduced to what the storage mode in force
+allowed, so a flush needs neither the key nor the mode of the process that wrote them, and a
+row spooled under "hash" can never land with its text. The unique ``(tenant_id,
+request_id)`` makes replays idempotent, so "audit 100%" holds across database outages.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
+import hmac
 import logging
-import os
-import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,6 +34,11 @@ from rag_core.codes import ErrorCode
 from rag_core.common.metrics import REGISTRY
 from rag_core.common.tenancy import parse_tenant_id
 from rag_core.db.pool import Database
+from rag_core.errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
+from rag_core.query.audit_spool import JsonlSpool, Refusal, SpoolFlush
+from rag_core.query.sessions import MIN_KEY_BYTES
+
+__all__ = ["AuditLog", "AuditRecord", "QuestionStorage", "SpoolFlush", "question_hash"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,16 +50,29 @@ INSERT INTO rag.audit_log (
     tenant_id, occurred_at, request_id, parent_request_id, kind, session_hash, batch_id,
     question_redacted, question_hash, model, prompt_version, chunk_ids, prompt_tokens,
     completion_tokens, latency_ms, cache_hit, retries, breaker_state, error_code,
-    rollout_cohort)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    rollout_cohort, quota_debt)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (tenant_id, request_id) DO NOTHING
 """
+#: Version of a spooled line; a line without it (or with another) is quarantined, not guessed.
+_SPOOL_FORMAT = 1
 
 QuestionStorage = Literal["redacted", "hash"]
 
 
-def question_hash(redacted_question: str) -> str:
-    return hashlib.sha256(redacted_question.encode("utf-8")).hexdigest()
+def question_hash(redacted_question: str, key: bytes) -> str:
+    """HMAC-SHA256 (hex) of the redacted question under the server's audit key: equal
+    questions still group together for analysts, guesses cannot be checked without the key."""
+    return hmac.new(key, redacted_question.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def checked_audit_key(key: bytes) -> bytes:
+    """``key`` if it is long enough for full-strength HMAC-SHA256 (the length, never the key,
+    goes into the error)."""
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigurationError("RAG_AUDIT_HASH_KEY", f"<{len(key)} bytes>",
+                                 f"an audit hash key needs at least {MIN_KEY_BYTES} bytes")
+    return key
 
 
 @dataclass
@@ -74,6 +95,9 @@ class AuditRecord:
     breaker_state: str | None = None
     error_code: ErrorCode | None = None
     rollout_cohort: str | None = None
+    # Tokens no quota counter recorded (Redis was away): "<day>:<reservation id>", charged
+    # later from this row by rag_core.limits.settlement.
+    quota_debt: str | None = None
     occurred_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def __post_init__(self) -> None:
@@ -82,70 +106,151 @@ class AuditRecord:
             self.error_code = ErrorCode(self.error_code)
 
 
+@dataclass(frozen=True)
+class _StoredRow:
+    """A record in the form it is stored and spooled: the question reduced to what the
+    storage mode allowed when it was written, its keyed hash computed then."""
+
+    record: AuditRecord
+    question_hash: str | None
+    storage: QuestionStorage
+
+    def to_spool(self) -> dict[str, Any]:
+        return {"v": _SPOOL_FORMAT, "question_storage": self.storage,
+                "question_hash": self.question_hash, "record": dataclasses.asdict(self.record)}
+
+    @classmethod
+    def from_spool(cls, obj: dict[str, Any]) -> _StoredRow:
+        """The row of a spooled line; ValueError/TypeError (quarantined) if it is not one."""
+        if obj.get("v") != _SPOOL_FORMAT:
+            raise ValueError(f"spool line format {obj.get('v')!r}, expected {_SPOOL_FORMAT}")
+        storage: QuestionStorage
+        match obj.get("question_storage"):
+            case "redacted" | "hash" as storage:
+                pass
+            case other:
+                raise ValueError(f"question_storage {other!r}")
+        digest = obj.get("question_hash")
+        if digest is not None and not isinstance(digest, str):
+            raise TypeError(f"question_hash is a {type(digest).__name__}")
+        fields = obj.get("record")
+        if not isinstance(fields, dict):
+            raise TypeError("record is not an object")
+        record = AuditRecord(**fields)
+        parse_tenant_id(record.tenant_id)
+        if record.kind not in ("query", "sub_query", "batch"):
+            raise ValueError(f"kind {record.kind!r}")
+        if storage == "hash":  # whatever the line says: a hash-only row never lands with text
+            record = dataclasses.replace(record, question_redacted=None)
+        return cls(record, digest, storage)
+
+    def values(self) -> list[Any]:
+        r = self.record
+        return [parse_tenant_id(r.tenant_id), r.occurred_at, r.request_id, r.parent_request_id,
+                r.kind, r.session_hash, r.batch_id, r.question_redacted, self.question_hash,
+                r.model, r.prompt_version, r.chunk_ids, r.prompt_tokens, r.completion_tokens,
+                Jsonb(r.latency_ms), r.cache_hit, r.retries, r.breaker_state,
+                None if r.error_code is None else r.error_code.value, r.rollout_cohort,
+                r.quota_debt]
+
+
 class AuditLog:
+    """Writes audit rows; spools them when the database fails; flushes the spool."""
+
     def __init__(self, db: Database, spool_dir: Path,
-                 store_question: QuestionStorage = "redacted") -> None:
+                 store_question: QuestionStorage = "redacted", *, hash_key: bytes) -> None:
         self._db = db
-        self._spool_dir = spool_dir
+        self._spool = JsonlSpool(spool_dir, "audit")
         self._store_question = store_question
-        self._spool_lock = threading.Lock()
+        self._key = checked_audit_key(hash_key)
 
     def write(self, records: Sequence[AuditRecord]) -> bool:
         """Write ``records``; True if they reached the database, False if spooled."""
         if not records:
             return True
+        rows = [self._stored(r) for r in records]
         try:
-            self._insert(records)
+            self._insert(rows)
             return True
         except (psycopg.Error, OSError) as exc:
-            _log.warning("audit write failed (%s); spooling %d rows", exc, len(records))
-            self._spool(records)
+            _log.warning("audit write failed (%s); spooling %d rows", exc, len(rows))
+            self._append(rows)
             return False
 
-    def _row(self, record: AuditRecord) -> list[Any]:
-        question = record.question_redacted
-        digest = question_hash(question) if question is not None else None
-        stored = question if self._store_question == "redacted" else None
-        return [parse_tenant_id(record.tenant_id), record.occurred_at, record.request_id,
-                record.parent_request_id, record.kind, record.session_hash, record.batch_id,
-                stored, digest, record.model, record.prompt_version, record.chunk_ids,
-                record.prompt_tokens, record.completion_tokens, Jsonb(record.latency_ms),
-                record.cache_hit, record.retries, record.breaker_state,
-                None if record.error_code is None else record.error_code.value,
-                record.rollout_cohort]
+    def spool(self, records: Sequence[AuditRecord]) -> None:
+        """Put ``records`` in the spool without trying the database (a caller that knows it
+        is away; the spool tests)."""
+        self._append([self._stored(r) for r in records])
 
-    def _insert(self, records: Sequence[AuditRecord]) -> None:
-        by_tenant: dict[str, list[AuditRecord]] = defaultdict(list)
-        for record in records:
-            by_tenant[record.tenant_id].append(record)
-        for tenant, rows in by_tenant.items():
-            with self._db.tenant_session(tenant) as conn, conn.cursor() as cur:
-                cur.executemany(_INSERT, [self._row(r) for r in rows])
-
-    def _spool(self, records: Sequence[AuditRecord]) -> None:
-        AUDIT_SPOOLED.inc(len(records))
-        with self._spool_lock:
-            self._spool_dir.mkdir(parents=True, exist_ok=True)
-            path = self._spool_dir / f"audit-{os.getpid()}.jsonl"
-            with path.open("a", encoding="utf-8") as handle:
-                for record in records:
-                    handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where spooled lines that could not be written are kept (to be looked at)."""
+        return self._spool.quarantine_dir
 
     def spooled(self) -> int:
         """Rows waiting in the spool."""
-        return sum(len(p.read_text(encoding="utf-8").splitlines())
-                   for p in self._spool_dir.glob("audit-*.jsonl"))
+        return self._spool.waiting()
 
-    def flush_spool(self) -> int:
-        """Write spooled rows to the database; returns how many were flushed."""
-        flushed = 0
-        with self._spool_lock:
-            for path in sorted(self._spool_dir.glob("audit-*.jsonl")):
-                records = [AuditRecord(**json.loads(line))
-                           for line in path.read_text(encoding="utf-8").splitlines() if line]
-                self._insert(records)  # raises if the database is still down: keep the file
-                path.unlink()
-                flushed += len(records)
-        return flushed
+    def flush_spool(self) -> SpoolFlush:
+        """Write spooled rows to the database (see :mod:`rag_core.query.audit_spool`).
+
+        Raises ``DatabaseUnavailableError`` (or ``DatabaseError`` when the database refuses
+        the insert) and keeps the rows not written yet for the next flush.
+        """
+        try:
+            return self._spool.drain(self._deliver)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError("(audit spool flush)", str(exc)) from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(f"the database refused the audit spool flush "
+                                f"({type(exc).__name__}); the rows stay spooled") from exc
+
+    # --- internals -------------------------------------------------------------------------
+    def _stored(self, record: AuditRecord) -> _StoredRow:
+        question = record.question_redacted
+        digest = question_hash(question, self._key) if question is not None else None
+        if self._store_question == "hash":
+            record = dataclasses.replace(record, question_redacted=None)
+        return _StoredRow(record, digest, self._store_question)
+
+    def _append(self, rows: Sequence[_StoredRow]) -> None:
+        AUDIT_SPOOLED.inc(len(rows))
+        self._spool.append([row.to_spool() for row in rows])
+
+    def _insert(self, rows: Sequence[_StoredRow]) -> None:
+        by_tenant: dict[str, list[_StoredRow]] = defaultdict(list)
+        for row in rows:
+            by_tenant[row.record.tenant_id].append(row)
+        for tenant, group in by_tenant.items():
+            with self._db.tenant_session(tenant) as conn, conn.cursor() as cur:
+                cur.executemany(_INSERT, [row.values() for row in group])
+
+    def _deliver(self, objects: list[dict[str, Any]]) -> list[Refusal]:
+        """Insert spooled lines; refuse for good (quarantine) what can never be inserted: a
+        line that is not a row, a row the database rejects as data (a tenant deleted since,
+        a malformed value). An outage or a privilege error raises: the file is kept."""
+        refusals: list[Refusal] = []
+        by_tenant: dict[str, list[tuple[int, _StoredRow]]] = defaultdict(list)
+        for index, obj in enumerate(objects):
+            try:
+                row = _StoredRow.from_spool(obj)
+            except (TypeError, ValueError) as exc:  # our input errors are ValueErrors too
+                refusals.append((index, f"{type(exc).__name__}: {exc}"))
+                continue
+            by_tenant[row.record.tenant_id].append((index, row))
+        for group in by_tenant.values():
+            try:
+                self._insert([row for _, row in group])
+            except (psycopg.errors.IntegrityError, psycopg.errors.DataError):
+                # One bad row fails its tenant's transaction: find it, keep the others.
+                refusals.extend(self._insert_one_by_one(group))
+        return refusals
+
+    def _insert_one_by_one(self, group: list[tuple[int, _StoredRow]]) -> list[Refusal]:
+        refusals: list[Refusal] = []
+        for index, row in group:
+            try:
+                self._insert([row])
+            except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+                refusals.append((index, f"refused by the database: {type(exc).__name__}"))
+        return refusals

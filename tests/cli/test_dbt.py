@@ -22,7 +22,7 @@ def test_dbt_build_produces_tenant_daily_usage(
         settings: Settings, db: Database, make_tenant: Callable[[], TenantId],
         admin_conn: psycopg.Connection[Any], tmp_path: Path) -> None:
     tenant = make_tenant()
-    audit = AuditLog(db, tmp_path / "spool")
+    audit = AuditLog(db, tmp_path / "spool", hash_key=b"k" * 32)
     records = [
         AuditRecord(tenant_id=tenant, kind="batch", prompt_tokens=999),
         AuditRecord(tenant_id=tenant, kind="sub_query", prompt_tokens=80, completion_tokens=20,

@@ -4,6 +4,7 @@ of the query path. The rows carry the typed code; the caller still gets the erro
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from rag_core.common.metrics import CROSS_TENANT_ROWS_BLOCKED, counter_value
 from rag_core.common.tenancy import TenantId
 from rag_core.composition import Platform
 from rag_core.config import Settings
@@ -70,7 +72,7 @@ def test_a_database_error_in_the_query_path_is_audited(
 
 def test_a_blocked_cross_tenant_row_is_audited_as_a_security_event(
         create_database: Callable[[str], Settings], embedder: Embedder,
-        redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+        redis_server: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fresh = create_database("auditleak")
     services.upgrade_database(fresh)
     admin_url = resolve_targets(fresh).admin_url
@@ -81,8 +83,14 @@ def test_a_blocked_cross_tenant_row_is_audited_as_a_security_event(
     with Platform(scoped, embedder=embedder, redis_url=redis_server.url()) as platform:
         platform.ingestion.run(victim, _one_document(tmp_path))
         sabotage_isolation(admin_url)
-        with pytest.raises(CrossTenantLeakError):
+        blocked_before = counter_value(CROSS_TENANT_ROWS_BLOCKED)
+        with pytest.raises(CrossTenantLeakError), \
+                caplog.at_level(logging.ERROR, logger="rag_core.query.service"):
             platform.query_service.ask(attacker, "what does the victim know?")
+        # counted for the alert and logged as a security event
+        assert counter_value(CROSS_TENANT_ROWS_BLOCKED) > blocked_before
+        assert any(r.levelno == logging.ERROR and "security event" in r.getMessage()
+                   for r in caplog.records)
         rows = audit_rows(platform.database, attacker)
         assert audit_rows(platform.database, victim) == []
     assert [(r["kind"], r["error_code"], r["chunk_ids"]) for r in rows] == \

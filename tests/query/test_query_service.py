@@ -243,8 +243,8 @@ def test_audit_rows_are_spooled_when_the_database_refuses_and_flushed_later(
     finally:
         admin_conn.execute("GRANT INSERT ON rag.audit_log TO rag_app")
     assert audit_rows(db, corpus_tenant, before) == []
-    assert service.audit.flush_spool() == 3
-    assert service.audit.flush_spool() == 0
+    assert service.audit.flush_spool().flushed == 3
+    assert service.audit.flush_spool().flushed == 0
     rows = audit_rows(db, corpus_tenant, before)
     assert sorted(r["kind"] for r in rows) == ["batch", "sub_query", "sub_query"]
 
