@@ -289,6 +289,10 @@ class Settings(BaseSettings):
     session_hash_key: SecretStr | None = Field(
         default=None, description="HMAC key for session ids; unset = one kept in state_dir")
     audit_question_storage: Literal["redacted", "hash"] = "redacted"
+    # Redact personal data in retrieved passages before the LLM (a third party) reads them,
+    # and in the source excerpts returned (rag_core.query.passages). On by default: the
+    # redactor errs toward privacy and costs little per query (README, Queries).
+    redact_passages: bool = True
 
     # --- audit spool and question hash (see rag_core/query/audit.py, audit_spool.py) --------
     # Keyed, so a short question cannot be recovered from its hash by guessing: a plain

@@ -43,6 +43,7 @@ from rag_core.limits.rate import RateLimiter
 from rag_core.pii import redact
 from rag_core.query.answer_cache import AnswerCache, AnswerKey
 from rag_core.query.audit import AuditLog, AuditRecord
+from rag_core.query.passages import redact_retrieval
 from rag_core.query.sessions import hash_session_id
 from rag_core.retrieval.retriever import Retrieval, Retriever
 
@@ -108,6 +109,7 @@ class QueryConfig:
     rollout_cohort: str | None = None
     max_question_chars: int = 4000
     max_batch_questions: int = 1000
+    redact_passages: bool = False  # see rag_core.query.passages
 
 
 class QueryService:
@@ -247,7 +249,7 @@ class QueryService:
     def _cache_config(self) -> dict[str, Any]:
         c = self.config
         return {"k": c.k, "model": c.model, "prompt": c.prompt_version,
-                "embedding": c.embedding_model}
+                "embedding": c.embedding_model, "redact_passages": c.redact_passages}
 
     def _lookup_cache(self, tenant: TenantId, item: _Pending, corpus_version: int) -> None:
         if self.cache is None:
@@ -270,6 +272,9 @@ class QueryService:
         def one(item: _Pending) -> None:
             with self._search_slots:
                 item.retrieval = self.retriever.retrieve(tenant, item.redacted, self.config.k)
+            if self.config.redact_passages:  # before anything reads a passage
+                item.retrieval, redact_ms = redact_retrieval(item.retrieval)
+                item.answer.latency_ms["redact_passages"] = round(redact_ms, 3)
             retrieval = item.retrieval
             item.answer.latency_ms["embed"] = round(retrieval.embed_ms, 3)
             item.answer.latency_ms["search"] = round(retrieval.search_ms, 3)
