@@ -199,6 +199,7 @@ def test_a_writer_killed_while_spooling_loses_no_returned_row_and_its_torn_tail_
 
 
 # --- (b) two flushers at once, a third process appending --------------------------------------
+@pytest.mark.slow
 def test_two_processes_flushing_while_a_third_appends_land_every_row_exactly_once(
         spool_settings: Settings, tenant: TenantId, spool_db: Database,
         tmp_path: Path) -> None:
@@ -367,6 +368,7 @@ def _rag_audit_flush(settings: Settings) -> subprocess.CompletedProcess[str]:
                           env=env, cwd=REPO_ROOT, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_rag_audit_flush_prints_what_it_did(spool_settings: Settings, spool_db: Database,
                                             tenant: TenantId) -> None:
     records = _records(tenant, 2)
@@ -383,6 +385,7 @@ def test_rag_audit_flush_prints_what_it_did(spool_settings: Settings, spool_db: 
     assert set(_landed(spool_settings, [r.request_id for r in records]).values()) == {1}
 
 
+@pytest.mark.slow
 def test_rag_audit_flush_while_the_database_refuses_fails_in_one_line_and_keeps_the_rows(
         spool_settings: Settings, spool_db: Database, tenant: TenantId,
         refusing_inserts: None) -> None:
