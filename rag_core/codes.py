@@ -89,6 +89,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     QUOTA_EXCEEDED = "quota_exceeded"
     LIMITS_UNAVAILABLE = "limits_unavailable"
+    QUOTA_UNAVAILABLE = "quota_unavailable"  # Redis down past the token quota's grace period
     CONCURRENCY_TIMEOUT = "concurrency_timeout"
     CONCURRENCY_UNAVAILABLE = "concurrency_unavailable"
     # outcomes of the query path that are not exceptions
@@ -121,6 +122,7 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
         _C.DATABASE_UNAVAILABLE, _C.DATABASE_ERROR, _C.EMBEDDED_SERVER_FAILED,
         _C.EMBEDDING_MODEL_UNAVAILABLE, _C.CIRCUIT_OPEN, _C.LLM_UNAVAILABLE, _C.BAD_RESPONSE,
         _C.INVALID_ANSWER, _C.LLM_ERROR, _C.LIMITS_UNAVAILABLE, _C.CONCURRENCY_UNAVAILABLE,
+        _C.QUOTA_UNAVAILABLE,
     ], ErrorCategory.UNAVAILABLE),
     **dict.fromkeys([
         _C.CROSS_TENANT_BLOCKED, _C.UNSAFE_DATABASE_ROLE, _C.MIGRATION_EDITED,

@@ -41,6 +41,7 @@ from rag_core.ingestion.runner import IngestionRunner
 from rag_core.ingestion.sources import SourceLimits
 from rag_core.ingestion.worker import WorkerPolicy
 from rag_core.limits.concurrency import GuardedSlots, RedisSemaphore
+from rag_core.limits.guarded import GuardedQuota, GuardedRateLimiter
 from rag_core.limits.quota import TokenQuota
 from rag_core.limits.rate import RateLimiter
 from rag_core.llm.breaker import RedisCircuitBreaker
@@ -256,12 +257,20 @@ class Platform:
             self.database, self.retriever, self.answerer, config=config,
             answer_cache=AnswerCache(self.redis, ttl_s=s.answer_cache_ttl_s, prefix=prefix,
                                      outages=self.outages),
-            rate_limiter=RateLimiter(self.redis, limits),
-            quota=TokenQuota(self.redis, limits),
+            rate_limiter=GuardedRateLimiter(RateLimiter(self.redis, limits), self.outages),
+            quota=self.token_quota,
             audit=self.audit_log,
-            session_key=session_key(s), llm_slots=llm_slots, outages=self.outages)
+            session_key=session_key(s), llm_slots=llm_slots)
         self._flush_audit_spool()
         return service
+
+    @cached_property
+    def token_quota(self) -> GuardedQuota:
+        """The daily token quota under the outage policy; it settles from the audit log what
+        it let through while Redis was away (also ``rag quota settle``)."""
+        limits = self.settings.rate_limit.model_copy(
+            update={"key_prefix": self.settings.redis_key_prefix})
+        return GuardedQuota(TokenQuota(self.redis, limits), self.outages, db=self.database)
 
     # --- the audit log and its spool -------------------------------------------------------
     @cached_property

@@ -148,6 +148,9 @@ class OutageMode(StrEnum):
 
     FAIL_OPEN = "fail_open"      # carry on without it (counted)
     FAIL_CLOSED = "fail_closed"  # refuse the work (typed error)
+    # Enforce the same policy per process, in memory (counted). Only the rate limit has such
+    # a stand-in: a sliding window needs nothing but this process's own requests.
+    LOCAL_FALLBACK = "local_fallback"
 
 
 class OutagePolicy(BaseModel):
@@ -162,10 +165,23 @@ class OutagePolicy(BaseModel):
 
     answer_cache: OutageMode = OutageMode.FAIL_OPEN
     embedding_cache: OutageMode = OutageMode.FAIL_OPEN
-    rate_limit: OutageMode = OutageMode.FAIL_OPEN
+    # A Redis outage must not lift rate limits: each process keeps its own window meanwhile.
+    rate_limit: OutageMode = OutageMode.LOCAL_FALLBACK
+    # Fail open, but only for ``token_quota_grace_s`` from the first failure this process saw
+    # (a Redis restart should not fail questions); the tokens spent meanwhile are charged
+    # from the audit log when Redis is back (rag_core.limits.settlement).
     token_quota: OutageMode = OutageMode.FAIL_OPEN
+    token_quota_grace_s: float = Field(default=60.0, ge=0, le=86_400)
     llm_slots: OutageMode = OutageMode.FAIL_OPEN
     breaker: OutageMode = OutageMode.FAIL_OPEN
+
+    @model_validator(mode="after")
+    def _fallback_only_where_one_exists(self) -> OutagePolicy:
+        for name in ("answer_cache", "embedding_cache", "token_quota", "llm_slots", "breaker"):
+            if getattr(self, name) is OutageMode.LOCAL_FALLBACK:
+                raise ValueError(f"{name}={OutageMode.LOCAL_FALLBACK.value}: only rate_limit "
+                                 "has a local fallback")
+        return self
 
 
 class LLMSettings(BaseSettings):

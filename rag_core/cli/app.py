@@ -16,7 +16,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rag_core.cli import audit_commands, dbt_commands, ingest_commands, query_commands
+from rag_core.cli import (
+    audit_commands,
+    dbt_commands,
+    ingest_commands,
+    query_commands,
+    quota_commands,
+)
 from rag_core.cli._output import console, emit_json, err_console, fail_cleanly, options
 from rag_core.composition import Platform
 from rag_core.config import get_settings
@@ -45,6 +51,7 @@ ingest_commands.register(app)
 query_commands.register(app)
 dbt_commands.register(app)
 audit_commands.register(app)
+quota_commands.register(app)
 
 
 def _mount_plugins(root: typer.Typer) -> None:

@@ -4,13 +4,23 @@ Caches, the rate limiter, the token quota, the LLM-call slots and the circuit br
 depend on Redis. When a Redis call fails, each of them calls :meth:`Outages.handle` with its
 :class:`Control` and the error, instead of deciding for itself: the configured
 :class:`~rag_core.config.OutagePolicy` says whether the control carries on without Redis
-(fail open) or refuses the work (fail closed), and every case is counted in one metric,
+(fail open), carries on with a per-process stand-in (local fallback: the rate limit) or
+refuses the work (fail closed), and every case is counted in one metric,
 ``rag_redis_outage_total{control, operation, mode}``, and logged once per occurrence.
+
+An outage has a start: the first failure this process saw for a control, kept until a Redis
+call of that control succeeds again (:meth:`Outages.recovered`). The token quota's grace
+period is measured from it, so "fail open for a minute" means a minute of outage, not a
+minute per request; ``mode`` in the metric is what was decided (``fail_closed`` once the
+grace period is over).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from enum import StrEnum
 
 from prometheus_client import Counter
@@ -25,6 +35,10 @@ REDIS_OUTAGES = Counter(
     "Redis failures met by a control, by what the outage policy made of them.",
     ["control", "operation", "mode"], registry=REGISTRY)
 
+_DECISIONS = {OutageMode.FAIL_OPEN: "carrying on without it",
+              OutageMode.LOCAL_FALLBACK: "enforcing it in this process",
+              OutageMode.FAIL_CLOSED: "refusing"}
+
 
 class Control(StrEnum):
     """The Redis-backed controls (the fields of :class:`~rag_core.config.OutagePolicy`)."""
@@ -38,25 +52,64 @@ class Control(StrEnum):
 
 
 class Outages:
-    """Applies an :class:`OutagePolicy`; shared by every control of a process."""
+    """Applies an :class:`OutagePolicy`; shared by every control of a process.
 
-    def __init__(self, policy: OutagePolicy | None = None) -> None:
+    ``clock`` (monotonic seconds) measures how long an outage has lasted; tests pass their
+    own to cross the grace period without waiting for it.
+    """
+
+    def __init__(self, policy: OutagePolicy | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy or OutagePolicy()
+        self.clock = clock
+        self._down_since: dict[Control, float] = {}
+        self._lock = threading.Lock()
 
     def mode(self, control: Control) -> OutageMode:
+        """The configured mode of ``control`` (before any grace period runs out)."""
         mode: OutageMode = getattr(self.policy, control.value)
         return mode
 
-    def handle(self, control: Control, operation: str, error: BaseException) -> bool:
-        """Count and log a Redis failure; True when the control should carry on (fail open).
+    def down_for(self, control: Control) -> float | None:
+        """Seconds since the first failure of the current outage of ``control``, or None."""
+        with self._lock:
+            since = self._down_since.get(control)
+        return None if since is None else self.clock() - since
 
-        A caller that gets False refuses the work with its own typed error.
-        """
+    def decide(self, control: Control) -> OutageMode:
+        """What ``control`` does now, Redis being down: its mode, or fail closed once the
+        token quota's grace period is over. Starts the outage's clock if it is not running."""
+        now = self.clock()
+        with self._lock:
+            since = self._down_since.setdefault(control, now)
         mode = self.mode(control)
+        if control is Control.TOKEN_QUOTA and mode is OutageMode.FAIL_OPEN \
+                and now - since > self.policy.token_quota_grace_s:
+            return OutageMode.FAIL_CLOSED
+        return mode
+
+    def handle(self, control: Control, operation: str, error: BaseException) -> bool:
+        """Count and log a Redis failure; True when the control should carry on (without
+        Redis, or with its local fallback). A caller that gets False refuses the work with
+        its own typed error."""
+        mode = self.decide(control)
         REDIS_OUTAGES.labels(control.value, operation, mode.value).inc()
         _log.warning("%s %s: Redis failed (%s); %s", control.value, operation, error,
-                     "carrying on without it" if mode is OutageMode.FAIL_OPEN else "refusing")
-        return mode is OutageMode.FAIL_OPEN
+                     _DECISIONS[mode])
+        return mode is not OutageMode.FAIL_CLOSED
+
+    def recovered(self, control: Control) -> float | None:
+        """Redis answered ``control`` again: end its outage. Returns how long the outage had
+        lasted, or None when there was none (the common case costs one dict lookup)."""
+        if control not in self._down_since:
+            return None
+        with self._lock:
+            since = self._down_since.pop(control, None)
+        if since is None:
+            return None
+        lasted = self.clock() - since
+        _log.warning("%s: Redis answers again after %.1f s", control.value, lasted)
+        return lasted
 
     def carry_on_or_raise(self, control: Control, operation: str, error: BaseException) -> None:
         """:meth:`handle`, then re-raise ``error`` unless the control fails open."""
@@ -64,18 +117,20 @@ class Outages:
             raise error
 
 
-def outage_count(control: Control, operation: str | None = None) -> float:
+def outage_count(control: Control, operation: str | None = None,
+                 mode: OutageMode | None = None) -> float:
     """How many outages ``control`` met in this process (for reports and tests)."""
     total = 0.0
     for metric in REDIS_OUTAGES.collect():
         for sample in metric.samples:
             labels = sample.labels
             if sample.name.endswith("_total") and labels["control"] == control.value and (
-                    operation is None or labels["operation"] == operation):
+                    operation is None or labels["operation"] == operation) and (
+                    mode is None or labels["mode"] == mode.value):
                 total += sample.value
     return total
 
 
-#: The policy when none is configured: every control fails open (the platform's behaviour
-#: since the query path shipped; the hardening issue changes it in one place).
+#: The policy when none is configured: caches, LLM slots and the breaker fail open, the rate
+#: limit falls back to a per-process window, the token quota fails open for a grace period.
 DEFAULT_OUTAGES = Outages()

@@ -22,6 +22,7 @@ The tree::
     ├── LLMError: LLMUnavailableError, LLMRequestRejectedError, CircuitOpenError,
     │             LLMResponseError
     ├── LimitError: RateLimitExceededError, TokenQuotaExceededError, RateLimitBackendError,
+    │               QuotaUnavailableError,
     │               ConcurrencyError (ConcurrencyLimitTimeoutError, ConcurrencyBackendError)
     └── BenchmarkError
 """
@@ -50,6 +51,7 @@ from rag_core.errors.limits import (
     ConcurrencyError,
     ConcurrencyLimitTimeoutError,
     LimitError,
+    QuotaUnavailableError,
     RateLimitBackendError,
     RateLimitExceededError,
     TokenQuotaExceededError,
@@ -109,6 +111,7 @@ __all__ = [
     "MigrationChecksumError",
     "MigrationError",
     "QuestionFileError",
+    "QuotaUnavailableError",
     "RagCoreError",
     "RateLimitBackendError",
     "RateLimitExceededError",

@@ -55,6 +55,23 @@ class RateLimitBackendError(LimitError):
                          f"{tenant_id}: {reason}")
 
 
+class QuotaUnavailableError(LimitError):
+    """Redis has been down longer than the token quota's grace period: reservations are
+    refused (failing closed) until it answers again."""
+
+    code = ErrorCode.QUOTA_UNAVAILABLE
+
+    def __init__(self, tenant_id: str, down_for_s: float, grace_s: float) -> None:
+        self.tenant_id = tenant_id
+        self.down_for_s = down_for_s
+        self.grace_s = grace_s
+        # No point in an earlier retry: the quota comes back with Redis, whenever that is.
+        self.retry_after_s: float | None = None
+        super().__init__(f"the token quota of tenant {tenant_id} cannot be checked: Redis has "
+                         f"been unreachable for {down_for_s:.1f} s, longer than the grace "
+                         f"period of {grace_s:g} s (RAG_OUTAGE__TOKEN_QUOTA_GRACE_S)")
+
+
 class ConcurrencyError(LimitError):
     """A concurrency slot could not be obtained."""
 

@@ -23,7 +23,7 @@ a hash tag, policies per tenant, Redis failures as ``RateLimitBackendError``) is
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -161,6 +161,32 @@ expire_all(tonumber(ARGV[3]))
 return {1, was_open, actual}
 """
 
+# ARGV: key ttl s, then pairs (charge id, tokens): usage spent without a settled reservation.
+# Each id is charged once per day (the settled hash is the marker, set in the same atomic
+# step as the HINCRBY); a reservation still open under that id is released.
+# Returns {ids charged, tokens charged}.
+_CHARGE_LUA = _QUOTA_PRELUDE_LUA + """
+local applied, charged = 0, 0
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[4], id) == 0 then
+    local tokens = tonumber(ARGV[i + 1])
+    local held = redis.call('HGET', KEYS[2], id)
+    if held then
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('ZREM', KEYS[3], id)
+      redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
+    end
+    redis.call('HINCRBY', KEYS[1], 'used', tokens)
+    redis.call('HSET', KEYS[4], id, tokens)
+    applied = applied + 1
+    charged = charged + tokens
+  end
+end
+expire_all(tonumber(ARGV[1]))
+return {applied, charged}
+"""
+
 # No ARGV. Returns {used, reserved} after releasing expired reservations.
 _USAGE_LUA = _QUOTA_PRELUDE_LUA + """
 return {used, reserved}
@@ -182,6 +208,7 @@ class TokenQuota(RedisBacked):
         self._reserve = client.register_script(_RESERVE_LUA)
         self._settle = client.register_script(_SETTLE_LUA)
         self._usage = client.register_script(_USAGE_LUA)
+        self._charge = client.register_script(_CHARGE_LUA)
 
     # -- keys and clock --
     def day_keys(self, tenant_id: str, day: str) -> list[str]:
@@ -239,6 +266,26 @@ class TokenQuota(RedisBacked):
             [reservation.reservation_id, actual, int(to_midnight) + 1 + _DAY_KEY_GRACE_S],
         )
         return Settlement(reservation.reservation_id, recorded, bool(applied), bool(was_open))
+
+    def charge(self, tenant_id: str, day: str,
+               charges: Sequence[tuple[str, int]]) -> tuple[int, int]:
+        """Charge ``(charge id, tokens)`` pairs to ``day``'s (YYYYMMDD) usage, each id once.
+
+        For usage that no settle recorded (Redis was down): an id already settled, by
+        ``settle`` or an earlier ``charge``, changes nothing. One script call is atomic, so
+        an interrupted settlement never charges an id twice. Returns (ids charged, tokens).
+        """
+        tenant = parse_tenant_id(tenant_id)
+        args: list[int | float | str] = []
+        for charge_id, tokens in charges:
+            args += [charge_id, _check_tokens("tokens", tokens)]
+        if not args:
+            return 0, 0
+        _, to_midnight = self._day_of(self.server_now(tenant))
+        applied, charged = self._run(self._charge, "charge", tenant,
+                                     self.day_keys(tenant, day),
+                                     [int(to_midnight) + 1 + _DAY_KEY_GRACE_S, *args])
+        return applied, charged
 
     def usage(self, tenant_id: str, day: str | None = None) -> QuotaUsage:
         """Today's (or ``day``'s) usage; expired reservations are released first."""

@@ -23,7 +23,6 @@ import psycopg
 
 from rag_core.answering import AnswerResult, Passage, QuestionContext, answer_all
 from rag_core.codes import PUBLIC_MESSAGES, ErrorCode
-from rag_core.common.outage import DEFAULT_OUTAGES, Control, Outages
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Database
 from rag_core.errors import (
@@ -31,15 +30,14 @@ from rag_core.errors import (
     InputTooLargeError,
     InvalidQuestionError,
     InvalidQuestionIdsError,
+    LimitError,
     RagCoreError,
-    RateLimitBackendError,
-    RateLimitExceededError,
-    TokenQuotaExceededError,
     unstorable_text,
 )
 from rag_core.limits.concurrency import ConcurrencySlots
-from rag_core.limits.quota import Reservation, TokenQuota
-from rag_core.limits.rate import RateLimiter
+from rag_core.limits.guarded import GuardedQuota, GuardedRateLimiter
+from rag_core.limits.quota import Reservation
+from rag_core.limits.settlement import SettlementReport
 from rag_core.pii import redact
 from rag_core.query.answer_cache import AnswerCache, AnswerKey
 from rag_core.query.audit import AuditLog, AuditRecord
@@ -94,6 +92,7 @@ class _Pending:
     cache_key: AnswerKey | None = None
     retrieval: Retrieval | None = None
     reservation: Reservation | None = None
+    quota_debt: str | None = None  # tokens the quota could not record (see limits.guarded)
     result: AnswerResult | None = None
 
 
@@ -115,9 +114,9 @@ class QueryConfig:
 class QueryService:
     def __init__(self, db: Database, retriever: Retriever, answerer: Any, *,
                  config: QueryConfig, answer_cache: AnswerCache | None,
-                 rate_limiter: RateLimiter | None, quota: TokenQuota | None, audit: AuditLog,
-                 session_key: bytes, llm_slots: ConcurrencySlots | None = None,
-                 outages: Outages = DEFAULT_OUTAGES) -> None:
+                 rate_limiter: GuardedRateLimiter | None, quota: GuardedQuota | None,
+                 audit: AuditLog, session_key: bytes,
+                 llm_slots: ConcurrencySlots | None = None) -> None:
         self.db = db
         self.retriever = retriever
         self.answerer = answerer
@@ -128,10 +127,14 @@ class QueryService:
         self.audit = audit
         self._session_key = session_key
         self._llm_slots = llm_slots
-        self._outages = outages
         self._search_slots = threading.BoundedSemaphore(config.max_concurrent_searches)
 
     # --- public API ------------------------------------------------------------------------
+    def settle_outage(self) -> SettlementReport | None:
+        """Charge the quota now for what this process answered while Redis was away (the
+        quota also does it by itself once Redis answers); None without a quota."""
+        return None if self.quota is None else self.quota.settle_outage()
+
     def ask(self, tenant_id: TenantId | str, question: str,
             session_id: str | None = None) -> QueryAnswer:
         return self.ask_many(tenant_id, [question], session_id=session_id)[0]
@@ -224,20 +227,18 @@ class QueryService:
         item.admitted = True
         if self.rate_limiter is not None:
             limiter = self.rate_limiter
-            self._limited(item, Control.RATE_LIMIT, "admit", lambda: limiter.admit(tenant))
+            self._limited(item, lambda: limiter.admit(tenant))
 
-    def _limited(self, item: _Pending, control: Control, operation: str,
-                 check: Callable[[], _T]) -> _T | None:
-        """Run a limit check; a refusal (or, failing closed, a Redis outage) fails the
-        question with the error's code. Returns what the check returned, or None."""
+    @staticmethod
+    def _limited(item: _Pending, check: Callable[[], _T]) -> _T | None:
+        """Run a limit check; a refusal fails the question with the error's code (a Redis
+        outage is the guards' business: rag_core.limits.guarded applies the outage policy).
+        Returns what the check returned, or None."""
         try:
             return check()
-        except (RateLimitExceededError, TokenQuotaExceededError) as exc:
+        except LimitError as exc:
             item.answer.error_code, item.answer.error = exc.code, str(exc)
-            item.answer.retry_after_s = exc.retry_after_s
-        except RateLimitBackendError as exc:
-            if not self._outages.handle(control, operation, exc):
-                item.answer.error_code, item.answer.error = exc.code, str(exc)
+            item.answer.retry_after_s = getattr(exc, "retry_after_s", None)
         return None
 
     def _corpus_version(self, tenant: TenantId) -> int:
@@ -298,8 +299,7 @@ class QueryService:
         context_chars = sum(len(c.text) for c in item.retrieval.chunks) + len(item.redacted)
         estimate = context_chars // 4 + 300  # ~4 characters a token, plus the answer
         quota = self.quota
-        item.reservation = self._limited(item, Control.TOKEN_QUOTA, "reserve",
-                                         lambda: quota.reserve(tenant, estimate))
+        item.reservation = self._limited(item, lambda: quota.reserve(tenant, estimate))
 
     def _answer(self, items: list[_Pending]) -> None:
         if not items:
@@ -332,12 +332,9 @@ class QueryService:
     def _settle(self, item: _Pending) -> None:
         answer = item.answer
         if self.quota is not None and item.reservation is not None:
-            try:
-                self.quota.settle(item.reservation,
-                                  answer.prompt_tokens + answer.completion_tokens)
-            except RateLimitBackendError as exc:
-                # Settling cannot be refused after the fact: only counted and logged.
-                self._outages.handle(Control.TOKEN_QUOTA, "settle", exc)
+            # Redis away: the debt goes into the audit row, to be charged from it later.
+            item.quota_debt = self.quota.settle(item.reservation,
+                                                answer.prompt_tokens + answer.completion_tokens)
         if self.cache is not None and item.cache_key is not None and answer.answer \
                 and answer.error_code is None:
             self.cache.put(item.cache_key, {
@@ -372,5 +369,6 @@ class QueryService:
                 latency_ms=answer.latency_ms, cache_hit=answer.cache_hit,
                 retries=result.retries if result is not None else 0,
                 breaker_state=result.breaker_state if result is not None else None,
-                error_code=answer.error_code, rollout_cohort=self.config.rollout_cohort))
+                error_code=answer.error_code, rollout_cohort=self.config.rollout_cohort,
+                quota_debt=item.quota_debt))
         self.audit.write(records)
