@@ -59,6 +59,8 @@ class ErrorCode(StrEnum):
     INPUT_TOO_LARGE = "input_too_large"
     INVALID_QUESTION = "invalid_question"
     SOURCE_INVALID = "source_invalid"
+    # a file path given by a flow or API caller that leaves the configured folders
+    PATH_OUTSIDE_ROOTS = "path_outside_roots"
     DATASET_INVALID = "dataset_invalid"
     INVALID_TOKEN_COUNT = "invalid_token_count"
     INVALID_SESSION_ID = "invalid_session_id"
@@ -127,6 +129,7 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
     **dict.fromkeys([
         _C.CROSS_TENANT_BLOCKED, _C.UNSAFE_DATABASE_ROLE, _C.MIGRATION_EDITED,
         _C.WRITE_REFUSED,
+        _C.PATH_OUTSIDE_ROOTS,
     ], ErrorCategory.REFUSED),
     **dict.fromkeys([
         _C.RATE_LIMITED, _C.QUOTA_EXCEEDED, _C.CONCURRENCY_TIMEOUT,

@@ -50,6 +50,7 @@ from rag_core.llm.prompts import PROMPT_VERSION
 from rag_core.ops import services
 from rag_core.query.answer_cache import AnswerCache
 from rag_core.query.audit import AuditLog, checked_audit_key
+from rag_core.query.batch_run import BatchFiles
 from rag_core.query.service import QueryConfig, QueryService
 from rag_core.redis.client import redis_from_settings
 from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
@@ -209,7 +210,14 @@ class Platform:
     @cached_property
     def ingestion(self) -> IngestionRunner:
         return IngestionRunner(self.database, self.embedder, self.vector_store,
-                               self.worker_policy, default_workers=self.settings.ingest_workers)
+                               self.worker_policy, default_workers=self.settings.ingest_workers,
+                               source_roots=self.settings.source_roots)
+
+    @cached_property
+    def batch_files(self) -> BatchFiles:
+        """Questions and answers files named by flows (and the API): confined to the roots."""
+        s = self.settings
+        return BatchFiles(s.questions_roots, s.outputs_dir, max_questions=s.max_batch_questions)
 
     # --- answering and the query path ------------------------------------------------------
     @cached_property

@@ -72,6 +72,16 @@ def scifact_dir() -> Path:
     return resource_dir("data") / "scifact"
 
 
+def _default_input_roots(state_dir: Path, name: str) -> tuple[Path, ...]:
+    """``state_dir/name`` and the shipped data folder (the demo data must stay usable from
+    a flow: prefect.yaml's default parameters name it); an install without data has only
+    the first."""
+    try:
+        return (state_dir / name, resource_dir("data"))
+    except ConfigurationError:
+        return (state_dir / name,)
+
+
 class RetryPolicy(BaseModel):
     """How one call retries transient failures (429, 5xx, timeouts, connection errors).
 
@@ -325,9 +335,37 @@ class Settings(BaseSettings):
         default=None, description="where benchmark reports go; unset = the checkout's "
                                   "reports/ folder, or state_dir/reports when installed")
 
+    # --- paths a flow or API caller may name (rag_core/common/paths.py) -------------------
+    # The local CLI user may name any file; a Prefect parameter or an API body names only
+    # files under these folders, so it can neither ingest state_dir's credentials into a
+    # tenant nor overwrite a file. A relative path is taken from the working folder (the
+    # project folder: prefect.yaml's pull step puts workers there), then must land under a
+    # root; outputs are names under outputs_dir.
+    source_roots: tuple[Path, ...] = Field(
+        default_factory=lambda data: _default_input_roots(data["state_dir"], "sources"),
+        description="folders a flow's ingestion source must be in; unset = "
+                    "state_dir/sources and the shipped data folder")
+    questions_roots: tuple[Path, ...] = Field(
+        default_factory=lambda data: _default_input_roots(data["state_dir"], "questions"),
+        description="folders a flow's questions file must be in; unset = "
+                    "state_dir/questions and the shipped data folder")
+    outputs_dir: Path = Field(
+        default_factory=lambda data: data["state_dir"] / "outputs",
+        description="the one folder flows write answers into; unset = state_dir/outputs")
+
     @field_validator("state_dir")
     @classmethod
     def _absolute_state_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("source_roots", "questions_roots")
+    @classmethod
+    def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(root.expanduser().resolve() for root in value)
+
+    @field_validator("outputs_dir")
+    @classmethod
+    def _absolute_outputs_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
     @property

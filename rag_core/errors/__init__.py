@@ -11,7 +11,7 @@ The tree::
     RagCoreError
     ├── ConfigurationError
     ├── InputError: InvalidQuestionIdsError, InputTooLargeError, QuestionFileError, SourceError,
-    │               DatasetError,
+    │               DatasetError, PathOutsideRootsError,
     │               InvalidTokenCountError, InvalidSessionIdError, SessionKeyTooShortError,
     │               DimensionMismatchError
     ├── TenantError: InvalidTenantIdError, UnknownTenantError, CrossTenantLeakError,
@@ -63,6 +63,7 @@ from rag_core.errors.llm import (
     LLMResponseError,
     LLMUnavailableError,
 )
+from rag_core.errors.paths import PathOutsideRootsError
 from rag_core.errors.storage import (
     DatabaseError,
     DatabaseUnavailableError,
@@ -110,6 +111,7 @@ __all__ = [
     "LimitError",
     "MigrationChecksumError",
     "MigrationError",
+    "PathOutsideRootsError",
     "QuestionFileError",
     "QuotaUnavailableError",
     "RagCoreError",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag_core.common.paths import confine
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
@@ -134,6 +135,8 @@ class IngestionRunner:
     store: VectorStore
     policy: WorkerPolicy
     default_workers: int = 1
+    # Where a source named through :meth:`plan` (a flow, the API) must be; none: nowhere.
+    source_roots: tuple[Path, ...] = ()
 
     def run(self, tenant_id: TenantId | str, source: Path, *, workers: int | None = None,
             progress: Callable[[str, int], None] | None = None,
@@ -143,11 +146,18 @@ class IngestionRunner:
                              workers=workers or self.default_workers, policy=self.policy,
                              progress=progress, resume=resume)
 
-    def plan(self, tenant_id: TenantId | str, source: Path) -> tuple[str, bool]:
+    def plan(self, tenant_id: TenantId | str, source: Path | str) -> tuple[str, bool]:
         """The unfinished job of ``source``, or a newly planned one: its id, and whether it
-        was resumed."""
-        return plan_or_resume(self.db, self.embedder, self.store, parse_tenant_id(tenant_id),
-                              source, self.policy)
+        was resumed.
+
+        The entry of callers that are not the local user (flows, the API): ``source`` must
+        lie under ``source_roots`` (:func:`rag_core.common.paths.confine`), checked before
+        the tenant's data is touched. ``run`` (the CLI's) takes any path.
+        """
+        tenant = parse_tenant_id(tenant_id)  # a bad tenant id is refused before the path
+        confined = confine(source, self.source_roots, setting="RAG_SOURCE_ROOTS")
+        return plan_or_resume(self.db, self.embedder, self.store, tenant, confined,
+                              self.policy)
 
     def work(self, tenant_id: TenantId | str, job_id: str, *,
              workers: int = 1) -> list[WorkerStats]:

@@ -10,10 +10,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from rag_core.common.paths import confine, output_path, write_private
 from rag_core.common.tenancy import TenantId
 from rag_core.errors import InputTooLargeError, QuestionFileError, unstorable_text
 from rag_core.query.service import QueryService
@@ -137,8 +139,11 @@ def run_batch(service: QueryService, tenant: TenantId, questions: list[Question]
     started = time.perf_counter()
     for offset in range(0, len(questions), group_size):
         group = questions[offset:offset + group_size]
+        # A database outage fails this group's questions (typed, audited or spooled) and
+        # the run goes on: the next group may find the database back.
         answers = service.ask_many(tenant, [q.text for q in group],
-                                   question_ids=[q.question_id for q in group])
+                                   question_ids=[q.question_id for q in group],
+                                   keep_going=True)
         for answer in answers:
             payload = answer.as_dict(include_question=include_question)
             summary.record(payload)
@@ -148,3 +153,31 @@ def run_batch(service: QueryService, tenant: TenantId, questions: list[Question]
             progress(len(group))
     summary.wall_s = round(time.perf_counter() - started, 3)
     return summary
+
+
+@dataclass(frozen=True)
+class BatchFiles:
+    """The files of a batch run named by a caller that is not the local user (the
+    ``batch-query`` flow, the API): questions only from under ``questions_roots``, answers
+    only into ``outputs_dir`` (see :mod:`rag_core.common.paths`). ``rag batch`` (the local
+    user's) reads and writes where it is told."""
+
+    questions_roots: tuple[Path, ...]
+    outputs_dir: Path
+    max_questions: int | None = None
+
+    def read_questions(self, path: Path | str, limit: int | None = None) -> list[Question]:
+        """The questions of ``path``, refused before it is opened when outside the roots."""
+        confined = confine(path, self.questions_roots, setting="RAG_QUESTIONS_ROOTS")
+        return read_questions(confined, limit, max_questions=self.max_questions)
+
+    def answers_path(self, output: str | None, questions: Path | str) -> Path:
+        """Where the answers go: ``output`` under ``outputs_dir``, by default the questions
+        file's stem + ``.answers.jsonl``."""
+        name = output if output is not None else \
+            Path(questions).with_suffix(".answers.jsonl").name
+        return output_path(name, self.outputs_dir)
+
+    def write_answers(self, path: Path) -> AbstractContextManager[TextIO]:
+        """``path`` written 0600, replaced only once complete (``write_private``)."""
+        return write_private(path)

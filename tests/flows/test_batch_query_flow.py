@@ -26,6 +26,7 @@ from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
+from rag_core.errors import PathOutsideRootsError
 from rag_core.ingestion.runner import run_ingestion
 from rag_core.redis.embedded import EmbeddedRedis
 from rag_core.retrieval.vector_store import VectorStore
@@ -72,10 +73,13 @@ def flow_tenant(settings: Settings, embedder: Embedder,
 
 @pytest.fixture()
 def flow_environment(settings: Settings, embedder: Embedder, redis_server: EmbeddedRedis,
-                     monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """The environment of a worker process that serves the test database, and a fresh
-    per-process platform built from it."""
+    per-process platform built from it: questions may come from ``tmp_path`` only, answers
+    go to ``tmp_path/outputs``."""
     monkeypatch.setenv("RAG_STATE_DIR", str(TEST_STATE_DIR))
+    monkeypatch.setenv("RAG_QUESTIONS_ROOTS", json.dumps([str(tmp_path)]))
+    monkeypatch.setenv("RAG_OUTPUTS_DIR", str(tmp_path / "outputs"))
     monkeypatch.setenv("RAG_EMBEDDED_DATABASE", settings.embedded_database)
     # A fresh Redis key space: no rate-limit counters or cached answers of other tests.
     monkeypatch.setenv("RAG_REDIS_KEY_PREFIX", f"flow{secrets.token_hex(4)}")
@@ -114,7 +118,7 @@ def test_batch_query_flow_answers_every_question_in_order_and_audits_it(
     platform = _resources._platform
     assert platform is not None
     assert platform.settings.embedded_database == get_settings().embedded_database
-    out = tmp_path / "questions.answers.jsonl"  # the default: beside the questions
+    out = tmp_path / "outputs" / "questions.answers.jsonl"  # the default name, in outputs
     assert out.stat().st_mode & 0o777 == 0o600  # answers quote the tenant's documents
     answers = _answers(out)
     assert [(a["question_id"], a["question"]) for a in answers] == QUESTIONS
@@ -159,10 +163,10 @@ def test_batch_query_flow_honours_limit_and_output_and_reuses_cached_answers(
                                              group_size=GROUP_SIZE))
     assert first["cache_hits"] == 0
     before = last_audit_id(db, flow_tenant)
-    out = tmp_path / "elsewhere" / "four.jsonl"
-    out.parent.mkdir()
+    out = tmp_path / "outputs" / "elsewhere" / "four.jsonl"  # a relative name, under outputs
     second = batch_query(BatchQueryParameters(questions=str(questions), tenant_id=flow_tenant,
-                                              output=str(out), limit=4, group_size=GROUP_SIZE))
+                                              output="elsewhere/four.jsonl", limit=4,
+                                              group_size=GROUP_SIZE))
     answers = _answers(out)
     # without include_question the raw question is not written, only its id
     assert [a["question_id"] for a in answers] == [qid for qid, _ in QUESTIONS[:4]]
@@ -174,6 +178,43 @@ def test_batch_query_flow_honours_limit_and_output_and_reuses_cached_answers(
     assert sorted(str(r["request_id"]) for r in rows) == sorted(
         str(a["request_id"]) for a in answers)
     assert all(r["cache_hit"] for r in rows)
+
+
+@pytest.mark.slow
+def test_batch_query_flow_refuses_paths_outside_its_folders_and_touches_nothing(
+        prefect_harness: None, flow_environment: None, flow_tenant: TenantId, db: Database,
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    questions = _write_questions(tmp_path)
+    elsewhere = tmp_path_factory.mktemp("not-a-root")
+    foreign = _write_questions(elsewhere)
+    victim = elsewhere / "precious.txt"
+    victim.write_text("do not overwrite\n")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "link.jsonl").symlink_to(victim)
+    (outputs / "out").symlink_to(elsewhere, target_is_directory=True)
+    before = last_audit_id(db, flow_tenant)
+
+    def refused(**params: str) -> PathOutsideRootsError:
+        parameters = {"questions": str(questions)} | params
+        with pytest.raises(PathOutsideRootsError) as caught:
+            batch_query(BatchQueryParameters(tenant_id=flow_tenant, group_size=GROUP_SIZE,
+                                             **parameters))
+        return caught.value
+
+    # questions outside the roots, directly, through ../ or through a link
+    assert refused(questions=str(foreign)).roots == [str(tmp_path)]
+    refused(questions=f"{tmp_path}/../{elsewhere.name}/questions.jsonl")
+    (tmp_path / "linked.jsonl").symlink_to(foreign)
+    refused(questions=str(tmp_path / "linked.jsonl"))
+    # outputs outside the outputs folder, or over a symbolic link
+    for output in [str(victim), f"../../{elsewhere.name}/precious.txt", "out/precious.txt",
+                   "link.jsonl"]:
+        assert refused(output=output).setting == "RAG_OUTPUTS_DIR"
+    assert victim.read_text() == "do not overwrite\n"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt", "questions.jsonl"]
+    assert (outputs / "link.jsonl").is_symlink()
+    assert audit_rows(db, flow_tenant, before) == []  # refused before any question was asked
 
 
 def test_parameters_reject_a_malformed_tenant_and_group_size() -> None:
