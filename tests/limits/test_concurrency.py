@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +25,7 @@ from rag_core.limits.concurrency import (
 )
 from rag_core.redis.client import fail_fast_redis
 from rag_core.redis.embedded import EmbeddedRedis
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT  # the checkout (a child's cwd: `tests/redis` shadows redis)
 
 MakeSemaphore = Callable[..., RedisSemaphore]
 
