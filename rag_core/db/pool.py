@@ -81,7 +81,8 @@ class Database:
     """A pool of application-role connections."""
 
     def __init__(self, app_url: str, *, min_size: int = 1, max_size: int = 10,
-                 statement_timeout_ms: int = 30_000, connect_timeout_s: float = 5.0) -> None:
+                 statement_timeout_ms: int = 30_000, connect_timeout_s: float = 5.0,
+                 acquire_timeout_s: float = 30.0) -> None:
         self._kwargs: dict[str, Any] = {
             "connect_timeout": max(1, round(connect_timeout_s)),
             "options": f"-c statement_timeout={statement_timeout_ms}",
@@ -94,7 +95,7 @@ class Database:
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             app_url, min_size=min_size, max_size=max_size, kwargs=self._kwargs,
             configure=register_vector, check=ConnectionPool.check_connection, reset=_reset,
-            open=False, name="rag-app")
+            open=False, name="rag-app", timeout=acquire_timeout_s)
         self.pool.open(wait=True, timeout=connect_timeout_s + 5)
 
     @classmethod

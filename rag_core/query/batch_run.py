@@ -139,8 +139,11 @@ def run_batch(service: QueryService, tenant: TenantId, questions: list[Question]
     started = time.perf_counter()
     for offset in range(0, len(questions), group_size):
         group = questions[offset:offset + group_size]
+        # A database outage fails this group's questions (typed, audited or spooled) and
+        # the run goes on: the next group may find the database back.
         answers = service.ask_many(tenant, [q.text for q in group],
-                                   question_ids=[q.question_id for q in group])
+                                   question_ids=[q.question_id for q in group],
+                                   keep_going=True)
         for answer in answers:
             payload = answer.as_dict(include_question=include_question)
             summary.record(payload)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from rag_core.answering import AnswerResult, Passage, QuestionContext, answer_all
-from rag_core.codes import PUBLIC_MESSAGES, ErrorCode
+from rag_core.codes import PUBLIC_MESSAGES, ErrorCategory, ErrorCode
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.pool import Database
 from rag_core.errors import (
@@ -111,6 +111,13 @@ class QueryConfig:
     redact_passages: bool = False  # see rag_core.query.passages
 
 
+def _is_outage(exc: BaseException) -> bool:
+    """A dependency is down (its questions can be retried later), not bad input or a bug."""
+    if isinstance(exc, RagCoreError):
+        return exc.code.category is ErrorCategory.UNAVAILABLE
+    return isinstance(exc, psycopg.Error)
+
+
 class QueryService:
     def __init__(self, db: Database, retriever: Retriever, answerer: Any, *,
                  config: QueryConfig, answer_cache: AnswerCache | None,
@@ -141,7 +148,12 @@ class QueryService:
 
     def ask_many(self, tenant_id: TenantId | str, questions: Sequence[str], *,
                  session_id: str | None = None,
-                 question_ids: Sequence[str] | None = None) -> list[QueryAnswer]:
+                 question_ids: Sequence[str] | None = None,
+                 keep_going: bool = False) -> list[QueryAnswer]:
+        """Answer ``questions`` (one audit row each). A failure of the whole call raises;
+        with ``keep_going`` an outage of a dependency (the database restarting, say) instead
+        fails the call's questions with its code and returns them, so a batch run goes on
+        with its next group rather than leaving the rest of its file unasked."""
         tenant = parse_tenant_id(tenant_id)  # without a tenant there is nowhere to audit
         started = time.perf_counter()
         ids = list(question_ids) if question_ids is not None else \
@@ -165,7 +177,8 @@ class QueryService:
             self._run(tenant, pending)
         except BaseException as exc:
             self._fail_unanswered(tenant, pending, exc)
-            raise
+            if not (keep_going and _is_outage(exc)):
+                raise
         finally:
             for item in pending:
                 item.answer.latency_ms["total"] = round(
