@@ -9,10 +9,11 @@ refuses the work (fail closed), and every case is counted in one metric,
 ``rag_redis_outage_total{control, operation, mode}``, and logged once per occurrence.
 
 An outage has a start: the first failure this process saw for a control, kept until a Redis
-call of that control succeeds again (:meth:`Outages.recovered`). The token quota's grace
-period is measured from it, so "fail open for a minute" means a minute of outage, not a
-minute per request; ``mode`` in the metric is what was decided (``fail_closed`` once the
-grace period is over).
+call of that control succeeds again (:meth:`Outages.recovered`, which the limits report; the
+caches, slots and breaker do not, since nothing depends on how long their outage lasts). The
+token quota's grace period is measured from it, so "fail open for a minute" means a minute
+of outage, not a minute per request; ``mode`` in the metric is what was decided
+(``fail_closed`` once the grace period is over).
 """
 
 from __future__ import annotations

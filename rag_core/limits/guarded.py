@@ -106,9 +106,11 @@ class GuardedQuota:
             raise
         except RateLimitBackendError as exc:
             if not self.outages.handle(Control.TOKEN_QUOTA, "reserve", exc):
-                raise QuotaUnavailableError(tenant, self.outages.down_for(Control.TOKEN_QUOTA)
-                                            or 0.0, self.outages.policy.token_quota_grace_s
-                                            ) from exc
+                # Failing closed from the start is a grace period of none.
+                grace = self.outages.policy.token_quota_grace_s \
+                    if self.outages.mode(Control.TOKEN_QUOTA) is OutageMode.FAIL_OPEN else 0.0
+                raise QuotaUnavailableError(
+                    tenant, self.outages.down_for(Control.TOKEN_QUOTA) or 0.0, grace) from exc
             # Redis's clock is out of reach: this host's UTC day names the quota day.
             return Reservation(tenant, secrets.token_hex(16),
                                datetime.now(UTC).strftime("%Y%m%d"), estimated_tokens)

@@ -129,6 +129,11 @@ def test_guarded_quota_reserves_provisionally_then_refuses_with_its_code() -> No
     assert error.code == ErrorCode.QUOTA_UNAVAILABLE and error.code.exit_code == 3
     assert (error.tenant_id, error.down_for_s, error.grace_s) == (tenant, 10.5, 10)
     assert tenant in str(error) and "10.5 s" in str(error)
+    closed = GuardedQuota(TokenQuota(_dead_client()), Outages(
+        OutagePolicy(token_quota=OutageMode.FAIL_CLOSED), clock=clock))
+    with pytest.raises(QuotaUnavailableError) as at_once:
+        closed.reserve(tenant, 1)
+    assert at_once.value.grace_s == 0  # failing closed: no grace period at all
 
 
 def test_charge_is_once_per_id_and_agrees_with_settle(redis_client: redis.Redis) -> None:
