@@ -3,20 +3,23 @@ reads only sources under ``RAG_SOURCE_ROOTS``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prefect.states import exception_to_failed_state
 
 from flows import _resources
+from flows._resources import retry_unless_refused
 from flows.ingest import IngestParameters, ingest
 from rag_core.common.tenancy import TenantId
 from rag_core.composition import Platform
 from rag_core.config import Settings
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
-from rag_core.errors import PathOutsideRootsError, SourceError
+from rag_core.errors import DatabaseUnavailableError, PathOutsideRootsError, SourceError
 from tests.ingestion.conftest import scifact_records
 
 
@@ -102,3 +105,15 @@ def test_ingest_flow_refuses_sources_outside_the_roots_and_ingests_nothing(
 def test_parameters_reject_a_malformed_tenant() -> None:
     with pytest.raises(ValueError, match="tenant_id"):
         IngestParameters(source="x", tenant_id="tn_nope")
+
+
+def test_tasks_retry_transient_failures_but_not_refused_inputs() -> None:
+    # A path outside the roots is outside on every attempt: retrying it only delays the
+    # error (the plan task would wait 5 + 30 s before failing).
+    refused = asyncio.run(exception_to_failed_state(
+        PathOutsideRootsError("/etc/passwd", ["/srv/sources"], "RAG_SOURCE_ROOTS", "is outside")))
+    bad_input = asyncio.run(exception_to_failed_state(SourceError("x", "no such file")))
+    transient = asyncio.run(exception_to_failed_state(DatabaseUnavailableError("db", "down")))
+    assert retry_unless_refused(ingest, None, refused) is False  # type: ignore[arg-type]
+    assert retry_unless_refused(ingest, None, bad_input) is False  # type: ignore[arg-type]
+    assert retry_unless_refused(ingest, None, transient) is True  # type: ignore[arg-type]
