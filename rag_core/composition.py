@@ -26,11 +26,13 @@ from typing import Any
 import psycopg
 import redis
 from pydantic import SecretStr
+from redis import Redis as RedisClient
 
 from rag_core.answering import EXTRACTIVE_MODEL, ExtractiveAnswerer, LLMBatchAnswerer
 from rag_core.common.outage import Outages
 from rag_core.common.processes import file_lock, write_atomic
 from rag_core.config import Settings
+from rag_core.db.cache_epochs import CacheEpochs
 from rag_core.db.connection import admin_connection
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
@@ -52,7 +54,9 @@ from rag_core.query.answer_cache import AnswerCache
 from rag_core.query.audit import AuditLog, checked_audit_key
 from rag_core.query.batch_run import BatchFiles
 from rag_core.query.service import QueryConfig, QueryService
+from rag_core.redis import urls as redis_urls
 from rag_core.redis.client import redis_from_settings
+from rag_core.redis.tenant_keys import TenantKeys
 from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
 from rag_core.retrieval.hybrid import HybridRetriever
 from rag_core.retrieval.retriever import Retriever
@@ -98,18 +102,21 @@ class Platform:
 
     ``start_services`` starts the embedded PostgreSQL and Redis when the settings call for
     them (a no-op for external servers). ``database``, ``embedder`` and ``redis_url`` let a
-    caller share objects it owns (tests share one pool per session).
+    caller share objects it owns (tests share one pool per session); ``redis_url`` is the
+    caches' server and ``redis_control_url`` the controls' (default: ``redis_url``'s server
+    at database ``redis_control_db``, see :mod:`rag_core.redis.urls`).
     """
 
     def __init__(self, settings: Settings, *, start_services: bool = True,
                  database: Database | None = None, embedder: Embedder | None = None,
-                 redis_url: str | None = None) -> None:
+                 redis_url: str | None = None, redis_control_url: str | None = None) -> None:
         self.settings = settings
         self.outages = Outages(settings.outage)
         self._start_services = start_services
         self._given_database = database
         self._given_embedder = embedder
         self._redis_url = redis_url
+        self._redis_control_url = redis_control_url
         self._closers: list[Any] = []
         self._services_started = False
 
@@ -155,13 +162,31 @@ class Platform:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        """A fail-fast Redis client (tight timeouts, no client-side retries)."""
+        """The caches' fail-fast Redis client (tight timeouts, no client-side retries)."""
         if self._redis_url is None:
             self.ensure_services()
         client = redis_from_settings(self.settings,
-                                     self._redis_url or services.redis_url(self.settings))
+                                     self._redis_url or redis_urls.cache_url(self.settings))
         self._closers.append(client)
         return client
+
+    @cached_property
+    def redis_control(self) -> RedisClient:  # `redis` is a property in here
+        """The controls' client (rate limits, quota, breaker, LLM slots): a database that is
+        never evicted, apart from the caches (:mod:`rag_core.redis.urls`)."""
+        url = self._redis_control_url
+        if url is None:
+            if self._redis_url is None:
+                self.ensure_services()
+            url = redis_urls.control_url(self.settings, self._redis_url)
+        client = redis_from_settings(self.settings, url)
+        self._closers.append(client)
+        return client
+
+    @cached_property
+    def tenant_keys(self) -> TenantKeys:
+        """Every tenant-scoped Redis key, in the caches' and the controls' databases."""
+        return TenantKeys([self.redis, self.redis_control], self.settings.redis_key_prefix)
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -180,7 +205,13 @@ class Platform:
     def query_embedding_cache(self) -> QueryEmbeddingCache:
         return QueryEmbeddingCache(self.redis, self.embedder.model_id,
                                    self.embedder.model_version,
+                                   dimension=self.embedder.dimension, epochs=self.cache_epochs,
                                    prefix=self.settings.redis_key_prefix, outages=self.outages)
+
+    @cached_property
+    def cache_epochs(self) -> CacheEpochs:
+        """Each tenant's cache epoch, read from the database on every cache lookup."""
+        return CacheEpochs(self.database)
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -227,7 +258,8 @@ class Platform:
         if not llm.configured:
             return None
         # One breaker per model endpoint, shared by every process that calls it.
-        breaker = RedisCircuitBreaker(f"llm:{llm.model}", self.redis, self.settings.breaker,
+        breaker = RedisCircuitBreaker(f"llm:{llm.model}", self.redis_control,
+                                      self.settings.breaker,
                                       key_prefix=f"{self.settings.redis_key_prefix}:breaker",
                                       outages=self.outages)
         client = LLMClient(llm, breaker=breaker, retry=self.settings.retry)
@@ -259,13 +291,14 @@ class Platform:
         # The LLM-call cap holds across every process sharing this Redis (Prefect workers
         # included), not only within one.
         llm_slots = GuardedSlots(RedisSemaphore(
-            self.redis, f"llm:{s.llm.model}", s.max_concurrent_llm_calls,
+            self.redis_control, f"llm:{s.llm.model}", s.max_concurrent_llm_calls,
             key_prefix=f"{prefix}:sem"), self.outages) if s.llm.configured else None
         service = QueryService(
             self.database, self.retriever, self.answerer, config=config,
-            answer_cache=AnswerCache(self.redis, ttl_s=s.answer_cache_ttl_s, prefix=prefix,
+            answer_cache=AnswerCache(self.redis, epochs=self.cache_epochs,
+                                     ttl_s=s.answer_cache_ttl_s, prefix=prefix,
                                      outages=self.outages),
-            rate_limiter=GuardedRateLimiter(RateLimiter(self.redis, limits), self.outages),
+            rate_limiter=GuardedRateLimiter(RateLimiter(self.redis_control, limits), self.outages),
             quota=self.token_quota,
             audit=self.audit_log,
             session_key=session_key(s), llm_slots=llm_slots)
@@ -278,7 +311,7 @@ class Platform:
         it let through while Redis was away (also ``rag quota settle``)."""
         limits = self.settings.rate_limit.model_copy(
             update={"key_prefix": self.settings.redis_key_prefix})
-        return GuardedQuota(TokenQuota(self.redis, limits), self.outages, db=self.database)
+        return GuardedQuota(TokenQuota(self.redis_control, limits), self.outages, db=self.database)
 
     # --- the audit log and its spool -------------------------------------------------------
     @cached_property

@@ -292,6 +292,17 @@ class Settings(BaseSettings):
     # Tight timeouts: a Redis outage must cost milliseconds, then the cache is bypassed.
     redis_socket_timeout_s: float = Field(default=0.25, gt=0)
     redis_connect_timeout_s: float = Field(default=0.25, gt=0)
+    # Controls (rate limits, token quota, breaker, LLM slots) apart from caches: a cache may
+    # be evicted under memory pressure, a quota counter must never be. Eviction is a
+    # per-server setting, so the safe setup is a second server under `noeviction`
+    # (docs/architecture.md, "Redis"); the embedded platform runs two.
+    redis_control_url: str | None = Field(
+        default=None,
+        description="the controls' Redis (maxmemory-policy noeviction); unset = embedded "
+                    "control server, or REDIS_URL's server at database redis_control_db")
+    redis_control_db: int = Field(
+        default=1, ge=0, le=15,
+        description="with REDIS_URL and no RAG_REDIS_CONTROL_URL: the controls' database")
 
     # --- LLM (Groq or any OpenAI-compatible endpoint) ---------------------------------------
     llm: LLMSettings = Field(default_factory=LLMSettings)

@@ -248,12 +248,21 @@ def tenant_create(tenant_id: Annotated[str | None, typer.Option("--id")] = None,
 @tenant_app.command("delete")
 @fail_cleanly
 def tenant_delete(tenant_id: str, as_json: JsonFlag = False) -> None:
-    """Delete a tenant and all of its data."""
-    with Platform(get_settings()).admin_connection() as conn:
-        existed = tenant_admin.delete_tenant(conn, tenant_id)
-    console.print("deleted" if existed else "no such tenant")
+    """Delete a tenant and all of its data, its Redis keys included."""
+    with Platform(get_settings()) as platform, platform.admin_connection() as conn:
+        deletion = tenant_admin.delete_tenant(conn, tenant_id, redis_keys=platform.tenant_keys)
+    purge = deletion.purge
+    console.print("deleted" if deletion.existed else "no such tenant")
+    if purge is not None and purge.complete:
+        console.print(f"Redis keys purged: {purge.keys_deleted}")
+    elif purge is not None:
+        # The row is gone either way; what is left in Redis is unreadable and expires.
+        console.print(f"Redis keys not purged ({purge.error}): run this command again when "
+                      "Redis is back", style="yellow")
     if as_json:
-        emit_json({"tenant_id": tenant_id, "deleted": existed})
+        emit_json({"tenant_id": tenant_id, "deleted": deletion.existed,
+                   "redis_keys_purged": purge.keys_deleted if purge else None,
+                   "redis_purge_error": purge.error if purge else None})
 
 
 # --- isolation probe -----------------------------------------------------------------------
