@@ -25,6 +25,7 @@ from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import check_application_role
 from rag_core.db.rls_catalog import find_tenant_tables, policy_problems
 from rag_core.errors import RagCoreError
+from rag_core.redis import urls as redis_urls
 from rag_core.redis.embedded import EmbeddedRedis
 
 MIN_POSTGRES = 15
@@ -60,6 +61,7 @@ def run_doctor(settings: Settings) -> DoctorReport:
     checks: list[Check] = [_check_runtime_credentials(settings)]
     checks.extend(_check_postgres(settings))
     checks.append(_check_redis(settings))
+    checks.append(_check_redis_controls_eviction(settings))
     return DoctorReport(checks)
 
 
@@ -255,3 +257,30 @@ def _check_redis(settings: Settings) -> Check:
         return Check("redis", "fail", "Redis does not run Lua scripts (needed for rate limits)")
     where = "embedded" if settings.uses_embedded_redis else "REDIS_URL"
     return Check("redis", "ok", f"Redis {info.get('redis_version')} ({where}), Lua ok")
+
+
+def _check_redis_controls_eviction(settings: Settings) -> Check:
+    """Warn when the controls' server may evict keys: under any policy but ``noeviction``
+    (the ``volatile-*`` ones included, the controls' keys all have a TTL) a full server
+    drops rate windows, quota counters or the breaker to make room."""
+    try:
+        url = redis_urls.control_url(settings)
+    except RagCoreError as exc:
+        return Check("redis controls", "fail", str(exc))
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        memory = client.info("memory")
+    except redis.RedisError as exc:
+        return Check("redis controls", "fail", f"cannot use the controls' Redis: {exc}")
+    finally:
+        client.close()
+    policy = str(memory.get("maxmemory_policy", "unknown"))
+    maxmemory = int(memory.get("maxmemory", 0))
+    if policy != "noeviction" and maxmemory > 0:
+        return Check("redis controls", "warn",
+                     f"the controls' Redis (database {redis_urls.url_database(url)}) runs "
+                     f"maxmemory-policy {policy} with maxmemory {maxmemory}: it may evict "
+                     "rate-limit windows, token quotas or the breaker. Give the controls a "
+                     "server with maxmemory-policy noeviction (RAG_REDIS_CONTROL_URL)")
+    detail = "noeviction" if policy == "noeviction" else f"{policy}, but no maxmemory"
+    return Check("redis controls", "ok", f"the controls' Redis never evicts ({detail})")
