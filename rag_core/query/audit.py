@@ -66,7 +66,8 @@ def _insert_statement(rows: int) -> sql.Composed:
     return _INSERT_HEAD + sql.SQL(", ").join([_ROW_PLACEHOLDERS] * rows) + _INSERT_TAIL
 
 
-#: Version of a spooled line; a line without it (or with another) is quarantined, not guessed.
+#: Version of a spooled line; another version is quarantined, not guessed. A line without
+#: one is a bare record from before versioned lines (see ``_StoredRow.from_spool``).
 _SPOOL_FORMAT = 1
 
 QuestionStorage = Literal["redacted", "hash"]
@@ -132,8 +133,19 @@ class _StoredRow:
                 "question_hash": self.question_hash, "record": dataclasses.asdict(self.record)}
 
     @classmethod
-    def from_spool(cls, obj: dict[str, Any]) -> _StoredRow:
-        """The row of a spooled line; ValueError/TypeError (quarantined) if it is not one."""
+    def from_spool(cls, obj: dict[str, Any], key: bytes) -> _StoredRow:
+        """The row of a spooled line; ValueError/TypeError (quarantined) if it is not one.
+
+        A line written before lines were versioned is a bare record: it is replayed, not
+        lost, but hash-only (which storage mode wrote it is not known, so the private one),
+        its hash computed now under ``key``.
+        """
+        if "v" not in obj and "tenant_id" in obj:
+            legacy = AuditRecord(**obj)
+            question = legacy.question_redacted
+            digest = question_hash(question, key) if question is not None else None
+            obj = {"v": _SPOOL_FORMAT, "question_storage": "hash", "question_hash": digest,
+                   "record": dataclasses.asdict(legacy)}
         if obj.get("v") != _SPOOL_FORMAT:
             raise ValueError(f"spool line format {obj.get('v')!r}, expected {_SPOOL_FORMAT}")
         storage: QuestionStorage
@@ -248,7 +260,7 @@ class AuditLog:
         by_tenant: dict[str, list[tuple[int, _StoredRow]]] = defaultdict(list)
         for index, obj in enumerate(objects):
             try:
-                row = _StoredRow.from_spool(obj)
+                row = _StoredRow.from_spool(obj, self._key)
             except (TypeError, ValueError) as exc:  # our input errors are ValueErrors too
                 refusals.append((index, f"{type(exc).__name__}: {exc}"))
                 continue

@@ -304,6 +304,22 @@ def test_a_row_spooled_under_hash_never_lands_with_its_text(
         ("kept as text?", _hmac("kept as text?"))
 
 
+def test_a_line_spooled_by_the_previous_version_is_replayed_hash_only(
+        spool_settings: Settings, spool_db: Database, tenant: TenantId) -> None:
+    """Before lines were versioned the spool held bare records: an upgrade must not strand
+    them in quarantine. Which storage mode wrote them is unknown, so they land hash-only."""
+    old = AuditRecord(tenant_id=tenant, kind="query", question_redacted="an old question?")
+    spool = spool_settings.audit_spool_dir
+    assert spool is not None
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / "audit-7.jsonl").write_text(json.dumps(old.__dict__) + "\n")
+
+    done = _audit(spool_settings, spool_db).flush_spool()
+
+    assert (done.flushed, done.quarantined) == (1, 0)
+    assert _stored(spool_settings, old.request_id) == (None, _hmac("an old question?"))
+
+
 # --- (e) the keyed question hash -------------------------------------------------------------
 def test_the_question_hash_is_keyed(spool_settings: Settings, spool_db: Database,
                                     tenant: TenantId) -> None:
