@@ -298,7 +298,8 @@ class Platform:
             answer_cache=AnswerCache(self.redis, epochs=self.cache_epochs,
                                      ttl_s=s.answer_cache_ttl_s, prefix=prefix,
                                      outages=self.outages),
-            rate_limiter=GuardedRateLimiter(RateLimiter(self.redis_control, limits), self.outages),
+            rate_limiter=GuardedRateLimiter(RateLimiter(self.redis_control, limits),
+                                            self.outages),
             quota=self.token_quota,
             audit=self.audit_log,
             session_key=session_key(s), llm_slots=llm_slots)
@@ -311,7 +312,8 @@ class Platform:
         it let through while Redis was away (also ``rag quota settle``)."""
         limits = self.settings.rate_limit.model_copy(
             update={"key_prefix": self.settings.redis_key_prefix})
-        return GuardedQuota(TokenQuota(self.redis_control, limits), self.outages, db=self.database)
+        return GuardedQuota(TokenQuota(self.redis_control, limits), self.outages,
+                            db=self.database)
 
     # --- the audit log and its spool -------------------------------------------------------
     @cached_property
