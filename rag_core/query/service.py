@@ -32,6 +32,7 @@ from rag_core.errors import (
     InvalidQuestionIdsError,
     LimitError,
     RagCoreError,
+    UnknownTenantError,
     unstorable_text,
 )
 from rag_core.limits.concurrency import ConcurrencySlots
@@ -255,10 +256,14 @@ class QueryService:
         return None
 
     def _corpus_version(self, tenant: TenantId) -> int:
+        """The tenant's corpus version; a tenant that does not exist (deleted, or never
+        created) fails closed with ``unknown_tenant`` instead of being answered as empty."""
         with self.db.tenant_session(tenant) as conn:
             row = conn.execute("SELECT corpus_version FROM rag.tenants WHERE tenant_id = %s",
                                [tenant]).fetchone()
-        return int(row[0]) if row else 0
+        if row is None:
+            raise UnknownTenantError(tenant)
+        return int(row[0])
 
     def _cache_config(self) -> dict[str, Any]:
         c = self.config

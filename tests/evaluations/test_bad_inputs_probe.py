@@ -45,4 +45,4 @@ def test_bad_inputs_are_refused_and_nothing_stored_moves(
     assert torn.exit_code != 0 and torn.code == "question_file_invalid"
 
     unknown = rows["unknown tenant"]
-    assert unknown.exit_code != 0 and unknown.code is not None
+    assert unknown.exit_code == 2 and unknown.code == "unknown_tenant"

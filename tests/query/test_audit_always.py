@@ -13,14 +13,14 @@ import psycopg
 import pytest
 
 from rag_core.common.metrics import CROSS_TENANT_ROWS_BLOCKED, counter_value
-from rag_core.common.tenancy import TenantId
+from rag_core.common.tenancy import TenantId, new_tenant_id
 from rag_core.composition import Platform
 from rag_core.config import Settings
 from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
-from rag_core.errors import CrossTenantLeakError, InvalidQuestionIdsError
+from rag_core.errors import CrossTenantLeakError, InvalidQuestionIdsError, UnknownTenantError
 from rag_core.ops import services
 from rag_core.query.service import QueryService
 from rag_core.redis.embedded import EmbeddedRedis
@@ -95,3 +95,15 @@ def test_a_blocked_cross_tenant_row_is_audited_as_a_security_event(
         assert audit_rows(platform.database, victim) == []
     assert [(r["kind"], r["error_code"], r["chunk_ids"]) for r in rows] == \
         [("query", "cross_tenant_blocked", [])]
+
+
+def test_a_tenant_that_does_not_exist_is_refused_and_audited(
+        make_service: Callable[..., QueryService], db: Database) -> None:
+    """Fail closed: a well-formed id of no tenant (never created, or deleted) is not answered
+    as an empty corpus; the attempt is audited under that id with its code."""
+    stranger = new_tenant_id()
+    with pytest.raises(UnknownTenantError) as refused:
+        make_service().ask(stranger, "what does the corpus say?")
+    assert stranger in str(refused.value)
+    rows = audit_rows(db, stranger)
+    assert [(r["kind"], r["error_code"]) for r in rows] == [("query", "unknown_tenant")]
