@@ -9,10 +9,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rag_core.cli._output import console, emit_json, fail_cleanly
+from rag_core.common.paths import write_private
 from rag_core.common.tenancy import parse_tenant_id
 from rag_core.composition import Platform
 from rag_core.config import get_settings
-from rag_core.query.batch_run import open_private, read_questions, run_batch
+from rag_core.query.batch_run import read_questions, run_batch
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
 IncludeQuestion = Annotated[bool, typer.Option(
@@ -62,7 +63,9 @@ def register(app: typer.Typer) -> None:
         questions = read_questions(questions_file, limit,
                                    max_questions=settings.max_batch_questions)
         out = out or questions_file.with_suffix(".answers.jsonl")
-        with Platform(settings) as platform, open_private(out) as handle:
+        # 0600, and replaces the previous answers only once complete (a failed run
+        # keeps them).
+        with Platform(settings) as platform, write_private(out) as handle:
             service = platform.query_service
             with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console,

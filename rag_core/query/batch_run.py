@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -19,13 +18,6 @@ from rag_core.common.paths import confine, output_path, write_private
 from rag_core.common.tenancy import TenantId
 from rag_core.errors import InputTooLargeError, QuestionFileError, unstorable_text
 from rag_core.query.service import QueryService
-
-
-def open_private(path: Path) -> TextIO:
-    """``path`` opened for writing as a new 0600 file (answers quote a tenant's documents)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 @dataclass(frozen=True)

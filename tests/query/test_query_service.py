@@ -288,3 +288,15 @@ def test_cli_query_and_batch_print_json(corpus_tenant: TenantId, settings: Setti
     assert out.stat().st_mode & 0o777 == 0o600
     assert all("question" not in line for line in lines)
     assert all(line["sources"] for line in lines)
+
+    # A run that fails half-way (here: a tenant that does not exist) keeps the answers of
+    # the last good run: the file is replaced only once complete.
+    previous = out.read_bytes()
+    failed = subprocess.run(
+        [sys.executable, "-m", "rag_core.cli", "batch", str(questions), "--tenant",
+         "tn_" + "0" * 31 + "7", "--out", str(out), "--json"], capture_output=True, text=True,
+        env=env, cwd=REPO_ROOT, timeout=300, check=False)
+    assert failed.returncode == 2, failed.stderr
+    assert json.loads(failed.stdout.strip().splitlines()[-1])["code"] == "unknown_tenant"
+    assert out.read_bytes() == previous and out.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl", "questions.jsonl"]
