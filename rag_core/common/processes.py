@@ -96,6 +96,16 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def fsync_folder(folder: Path) -> None:
+    """Make a created, renamed or removed name in ``folder`` durable (a file's own fsync
+    does not cover its directory entry)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class EmbeddedServer:
     """What the embedded PostgreSQL and Redis share: a folder under the state folder with a
     port file, a log and a lock file, and a start/stop that hold the lock, so concurrent

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_core.common.offline import forbid_hub_downloads
+from rag_core.common.processes import fsync_folder
 
 from ._common import WEIGHTS_FILE, packaged_model_dir, sha256_file
 from .base import MAX_TOKENS, MODEL_ID
@@ -203,7 +204,7 @@ def _swap_into_place(tmp_dir: Path, dest_dir: Path) -> None:
         old_dir = dest_dir.parent / f".{dest_dir.name}.old-{os.getpid()}-{time.time_ns()}"
         os.rename(dest_dir, old_dir)
     os.rename(tmp_dir, dest_dir)
-    _fsync_dir(dest_dir.parent)
+    fsync_folder(dest_dir.parent)
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)
 
@@ -247,7 +248,7 @@ def _build_export(
         for path in sorted(variant_dir.iterdir()):
             _fsync_file(path)
             files[path.name] = path.stat().st_size
-        _fsync_dir(variant_dir)
+        fsync_folder(variant_dir)
         manifest["variants"][variant] = {"files": files}
 
     manifest_path = out_dir / MANIFEST_NAME
@@ -256,7 +257,7 @@ def _build_export(
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_dir(out_dir)
+    fsync_folder(out_dir)
     return manifest
 
 
@@ -287,14 +288,6 @@ def _write_json(path: Path, data: Any, indent: int | None = 2) -> None:
 
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

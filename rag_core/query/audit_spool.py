@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_core.common.metrics import AUDIT_SPOOL_QUARANTINED
-from rag_core.common.processes import file_lock
+from rag_core.common.processes import file_lock, fsync_folder
 
 __all__ = ["Deliver", "JsonlSpool", "Refusal", "SpoolFlush"]
 
@@ -101,7 +101,7 @@ class JsonlSpool:
             finally:
                 os.close(fd)
             if created:
-                _fsync_folder(self.folder)
+                fsync_folder(self.folder)
 
     # --- reading ---------------------------------------------------------------------------
     def waiting(self) -> int:
@@ -150,7 +150,7 @@ class JsonlSpool:
             for path in pending:
                 os.rename(path, path.with_name(f"{path.stem}.{uuid.uuid4().hex[:12]}{_CLAIMED}"))
             if pending:
-                _fsync_folder(self.folder)
+                fsync_folder(self.folder)
 
     def _drain_file(self, path: Path, deliver: Deliver) -> tuple[int, int] | None:
         """(delivered, quarantined) for one claimed file, or None when another flusher has
@@ -172,7 +172,7 @@ class JsonlSpool:
             if bad:
                 self._quarantine(path.name, bad)
             path.unlink()
-            _fsync_folder(self.folder)
+            fsync_folder(self.folder)
             return len(parsed) - len(refusals), len(bad)
 
     def _quarantine(self, source: str, bad: list[tuple[bytes, str]]) -> None:
@@ -189,7 +189,7 @@ class JsonlSpool:
         finally:
             os.close(fd)
         os.replace(tmp, target)
-        _fsync_folder(self.quarantine_dir)
+        fsync_folder(self.quarantine_dir)
         AUDIT_SPOOL_QUARANTINED.inc(len(bad))
         reasons = sorted({reason for _, reason in bad})
         _log.warning("audit spool: %d line(s) of %s quarantined in %s (%s)", len(bad), source,
@@ -246,12 +246,3 @@ def _write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a created, renamed or removed name durable (the file's own fsync does not)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
