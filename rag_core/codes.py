@@ -99,6 +99,12 @@ class ErrorCode(StrEnum):
     PARTIAL = "partial"
     # jobs and benchmarks
     BENCHMARK_FAILED = "benchmark_failed"
+    # the HTTP API: no or an unknown API key; a resource missing or not the caller's
+    # (indistinguishable on purpose); a body that is not JSON; a method a route lacks
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     # anything not raised on purpose
     INTERNAL_ERROR = "internal_error"
 
@@ -119,6 +125,7 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
         _C.SOURCE_INVALID, _C.DATASET_INVALID, _C.INVALID_TOKEN_COUNT, _C.INVALID_SESSION_ID,
         _C.SESSION_KEY_TOO_SHORT, _C.DIMENSION_MISMATCH, _C.INVALID_TENANT_ID,
         _C.UNKNOWN_TENANT, _C.UNKNOWN_EMBEDDING_MODEL, _C.REQUEST_REJECTED, _C.NO_DOCUMENTS,
+        _C.NOT_FOUND, _C.UNSUPPORTED_MEDIA_TYPE, _C.METHOD_NOT_ALLOWED,
     ], ErrorCategory.INVALID_INPUT),
     **dict.fromkeys([
         _C.DATABASE_UNAVAILABLE, _C.DATABASE_ERROR, _C.EMBEDDED_SERVER_FAILED,
@@ -129,7 +136,7 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
     **dict.fromkeys([
         _C.CROSS_TENANT_BLOCKED, _C.UNSAFE_DATABASE_ROLE, _C.MIGRATION_EDITED,
         _C.WRITE_REFUSED,
-        _C.PATH_OUTSIDE_ROOTS,
+        _C.PATH_OUTSIDE_ROOTS, _C.UNAUTHORIZED,
     ], ErrorCategory.REFUSED),
     **dict.fromkeys([
         _C.RATE_LIMITED, _C.QUOTA_EXCEEDED, _C.CONCURRENCY_TIMEOUT,

@@ -24,9 +24,11 @@ The tree::
     ├── LimitError: RateLimitExceededError, TokenQuotaExceededError, RateLimitBackendError,
     │               QuotaUnavailableError,
     │               ConcurrencyError (ConcurrencyLimitTimeoutError, ConcurrencyBackendError)
-    └── BenchmarkError
+    ├── BenchmarkError
+    └── ApiError: UnauthorizedError, ResourceNotFoundError
 """
 
+from rag_core.errors.api import ApiError, ResourceNotFoundError, UnauthorizedError
 from rag_core.errors.base import RAW_TEXT_LIMIT, RagCoreError, truncate
 from rag_core.errors.benchmarks import (
     BenchmarkError,
@@ -84,6 +86,7 @@ from rag_core.errors.tenancy import (
 
 __all__ = [
     "RAW_TEXT_LIMIT",
+    "ApiError",
     "BenchmarkError",
     "CircuitOpenError",
     "ConcurrencyBackendError",
@@ -117,11 +120,13 @@ __all__ = [
     "RagCoreError",
     "RateLimitBackendError",
     "RateLimitExceededError",
+    "ResourceNotFoundError",
     "ServiceError",
     "SessionKeyTooShortError",
     "SourceError",
     "TenantError",
     "TokenQuotaExceededError",
+    "UnauthorizedError",
     "UnknownEmbeddingModelError",
     "UnknownTenantError",
     "UnsafeDatabaseRoleError",
