@@ -104,13 +104,17 @@ class Platform:
     them (a no-op for external servers). ``database``, ``embedder`` and ``redis_url`` let a
     caller share objects it owns (tests share one pool per session); ``redis_url`` is the
     caches' server and ``redis_control_url`` the controls' (default: ``redis_url``'s server
-    at database ``redis_control_db``, see :mod:`rag_core.redis.urls`).
+    at database ``redis_control_db``, see :mod:`rag_core.redis.urls`). ``serving`` marks
+    the HTTP service's process: it may keep tenant state for a bounded time (see
+    :attr:`cache_epochs`) so a cached answer needs no database round trip.
     """
 
     def __init__(self, settings: Settings, *, start_services: bool = True,
                  database: Database | None = None, embedder: Embedder | None = None,
-                 redis_url: str | None = None, redis_control_url: str | None = None) -> None:
+                 redis_url: str | None = None, redis_control_url: str | None = None,
+                 serving: bool = False) -> None:
         self.settings = settings
+        self.serving = serving
         self.outages = Outages(settings.outage)
         self._start_services = start_services
         self._given_database = database
@@ -210,8 +214,11 @@ class Platform:
 
     @cached_property
     def cache_epochs(self) -> CacheEpochs:
-        """Each tenant's cache epoch, read from the database on every cache lookup."""
-        return CacheEpochs(self.database)
+        """Each tenant's cache epoch and corpus version: read from the database on every
+        lookup, or at most once per ``RAG_API__TENANT_STATE_TTL_S`` in a serving process
+        (see :mod:`rag_core.db.cache_epochs`)."""
+        ttl = self.settings.api.tenant_state_ttl_s if self.serving else 0.0
+        return CacheEpochs(self.database, ttl_s=ttl)
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -302,7 +309,7 @@ class Platform:
                                             self.outages),
             quota=self.token_quota,
             audit=self.audit_log,
-            session_key=session_key(s), llm_slots=llm_slots)
+            session_key=session_key(s), llm_slots=llm_slots, tenant_states=self.cache_epochs)
         self._flush_audit_spool()
         return service
 

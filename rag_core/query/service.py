@@ -24,6 +24,7 @@ import psycopg
 from rag_core.answering import AnswerResult, Passage, QuestionContext, answer_all
 from rag_core.codes import PUBLIC_MESSAGES, ErrorCategory, ErrorCode
 from rag_core.common.tenancy import TenantId, parse_tenant_id
+from rag_core.db.cache_epochs import CacheEpochs
 from rag_core.db.pool import Database
 from rag_core.errors import (
     CrossTenantLeakError,
@@ -124,8 +125,10 @@ class QueryService:
                  config: QueryConfig, answer_cache: AnswerCache | None,
                  rate_limiter: GuardedRateLimiter | None, quota: GuardedQuota | None,
                  audit: AuditLog, session_key: bytes,
-                 llm_slots: ConcurrencySlots | None = None) -> None:
+                 llm_slots: ConcurrencySlots | None = None,
+                 tenant_states: CacheEpochs | None = None) -> None:
         self.db = db
+        self.tenant_states = tenant_states if tenant_states is not None else CacheEpochs(db)
         self.retriever = retriever
         self.answerer = answerer
         self.config = config
@@ -150,11 +153,14 @@ class QueryService:
     def ask_many(self, tenant_id: TenantId | str, questions: Sequence[str], *,
                  session_id: str | None = None,
                  question_ids: Sequence[str] | None = None,
-                 keep_going: bool = False) -> list[QueryAnswer]:
+                 keep_going: bool = False,
+                 parent_request_id: str | None = None) -> list[QueryAnswer]:
         """Answer ``questions`` (one audit row each). A failure of the whole call raises;
         with ``keep_going`` an outage of a dependency (the database restarting, say) instead
         fails the call's questions with its code and returns them, so a batch run goes on
-        with its next group rather than leaving the rest of its file unasked."""
+        with its next group rather than leaving the rest of its file unasked.
+        ``parent_request_id`` (a batch job's id) is the parent of this call's top audit row
+        (its batch row, or its one query row)."""
         tenant = parse_tenant_id(tenant_id)  # without a tenant there is nowhere to audit
         started = time.perf_counter()
         ids = list(question_ids) if question_ids is not None else \
@@ -184,7 +190,7 @@ class QueryService:
             for item in pending:
                 item.answer.latency_ms["total"] = round(
                     (time.perf_counter() - item.started) * 1000, 3)
-            self._audit(tenant, pending, batch_id, session_hash)
+            self._audit(tenant, pending, batch_id, session_hash, parent_request_id)
         return [p.answer for p in pending]
 
     def _run(self, tenant: TenantId, pending: list[_Pending]) -> None:
@@ -258,12 +264,10 @@ class QueryService:
     def _corpus_version(self, tenant: TenantId) -> int:
         """The tenant's corpus version; a tenant that does not exist (deleted, or never
         created) fails closed with ``unknown_tenant`` instead of being answered as empty."""
-        with self.db.tenant_session(tenant) as conn:
-            row = conn.execute("SELECT corpus_version FROM rag.tenants WHERE tenant_id = %s",
-                               [tenant]).fetchone()
-        if row is None:
+        state = self.tenant_states.state(tenant)
+        if state is None:
             raise UnknownTenantError(tenant)
-        return int(row[0])
+        return state.corpus_version
 
     def _cache_config(self) -> dict[str, Any]:
         c = self.config
@@ -360,11 +364,12 @@ class QueryService:
                 "sources": [asdict(s) for s in answer.sources]})
 
     def _audit(self, tenant: TenantId, items: list[_Pending], batch_id: str | None,
-               session_hash: str | None) -> None:
+               session_hash: str | None, parent: str | None) -> None:
         records: list[AuditRecord] = []
         if batch_id is not None:
             records.append(AuditRecord(
                 tenant_id=tenant, kind="batch", request_id=batch_id, batch_id=batch_id,
+                parent_request_id=parent,
                 session_hash=session_hash, model=self.config.model,
                 prompt_version=self.config.prompt_version,
                 prompt_tokens=sum(i.answer.prompt_tokens for i in items),
@@ -376,7 +381,7 @@ class QueryService:
             answer, result = item.answer, item.result
             records.append(AuditRecord(
                 tenant_id=tenant, kind="sub_query" if batch_id else "query",
-                request_id=answer.request_id, parent_request_id=batch_id,
+                request_id=answer.request_id, parent_request_id=batch_id or parent,
                 session_hash=session_hash,
                 batch_id=(result.batch_id if result is not None else batch_id),
                 question_redacted=item.redacted if item.admitted else None,
