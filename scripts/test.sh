@@ -4,6 +4,7 @@
 # embedded PostgreSQL and Redis that the suite starts.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/system-packages.sh
 bash scripts/setup.sh
 source scripts/env.sh
 
