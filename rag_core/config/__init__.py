@@ -38,9 +38,13 @@ from rag_core.config.policies import (
 )
 from rag_core.errors import ConfigurationError
 
-__all__ = ["ApiSettings", "BreakerPolicy", "LLMSettings", "OutageMode", "OutagePolicy",
-           "RateLimitPolicy", "Resource", "RetryPolicy", "Settings", "get_settings",
-           "resource_dir", "scifact_dir"]
+__all__ = ["ApiSettings", "BreakerPolicy", "DatabasePooler", "LLMSettings", "OutageMode",
+           "OutagePolicy", "RateLimitPolicy", "Resource", "RetryPolicy", "Settings",
+           "get_settings", "resource_dir", "scifact_dir"]
+
+# What stands between the platform and PostgreSQL: nothing (or a session-mode pooler, which
+# lends a client one server connection for its whole session), or a transaction-mode pooler.
+DatabasePooler = Literal["none", "transaction"]
 
 
 
@@ -120,6 +124,17 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    # Behind a transaction-mode pooler one client's consecutive transactions run on different
+    # server connections, shared with other clients: session state cannot be relied on.
+    db_pooler: DatabasePooler = Field(
+        default="none",
+        description="'transaction' when the database URLs reach PostgreSQL through a "
+                    "transaction-mode pooler (Supabase's transaction pooler on port 6543, "
+                    "PgBouncer pool_mode=transaction): the platform then never prepares "
+                    "statements on the server (psycopg's prepare_threshold=None) and sets "
+                    "statement_timeout in each transaction instead of as a startup option "
+                    "(PgBouncer 1.18, Debian 12's, refuses the options startup parameter); "
+                    "'none' for a direct connection or a session-mode pooler")
     migrations_dir: Path = Field(default_factory=lambda: resource_dir("sql"))
 
     # --- vector search ---------------------------------------------------------------------
