@@ -6,5 +6,5 @@ from __future__ import annotations
 # checks it; the isolation probe attacks each).
 TENANT_TABLES: tuple[str, ...] = (
     "tenants", "documents", "chunks", "chunk_embeddings", "ingestion_jobs", "audit_log",
-    "ingestion_items", "ingestion_errors",
+    "ingestion_items", "ingestion_errors", "batch_jobs", "batch_events",
 )

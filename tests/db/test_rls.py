@@ -41,6 +41,13 @@ def _write_side_rows(db: Database, tenant: TenantId) -> None:
                      "VALUES (%s, %s, 'x', 'test')", [row[0], tenant])
         conn.execute("INSERT INTO rag.audit_log (tenant_id, request_id, kind) "
                      "VALUES (%s, gen_random_uuid(), 'query')", [tenant])
+        batch = conn.execute("INSERT INTO rag.batch_jobs (tenant_id, question_count, questions) "
+                             "VALUES (%s, 1, '[{\"id\": \"q1\", \"text\": \"x\"}]') "
+                             "RETURNING batch_id", [tenant]).fetchone()
+        assert batch is not None
+        conn.execute("INSERT INTO rag.batch_events (tenant_id, batch_id, seq, kind, "
+                     "question_id, data) VALUES (%s, %s, 1, 'answer', 'q1', '{}')",
+                     [tenant, batch[0]])
 
 
 @pytest.fixture()

@@ -36,7 +36,8 @@ def test_every_foreign_key_between_tenant_tables_carries_the_tenant(
     children = {child for child, _, _, _ in pairs}
     # The catalog query sees the pairs (else the assertion below proves nothing).
     assert children >= {"rag.chunks", "rag.chunk_embeddings", "rag.ingestion_items",
-                        "rag.ingestion_errors", "rag.documents", "rag.ingestion_jobs"}
+                        "rag.ingestion_errors", "rag.documents", "rag.ingestion_jobs",
+                        "rag.batch_jobs", "rag.batch_events"}
     assert [(child, parent, name) for child, parent, name, scoped in pairs if not scoped] == []
 
 
@@ -54,7 +55,11 @@ def _parents_of(admin_conn: Connection, tenant: TenantId) -> dict[str, Any]:
     job = admin_conn.execute("INSERT INTO rag.ingestion_jobs (tenant_id, source_uri) "
                              "VALUES (%s, 'fk://') RETURNING job_id", [tenant]).fetchone()
     assert job is not None
-    return {"document": doc[0], "chunk": chunk[0], "job": job[0]}
+    batch = admin_conn.execute("INSERT INTO rag.batch_jobs (tenant_id, question_count, "
+                               "questions) VALUES (%s, 1, '[\"q\"]') RETURNING batch_id",
+                               [tenant]).fetchone()
+    assert batch is not None
+    return {"document": doc[0], "chunk": chunk[0], "job": job[0], "batch": batch[0]}
 
 
 # A child row of the tenant given first, pointing at the parent named by its key.
@@ -70,6 +75,8 @@ CHILD_INSERTS: dict[str, tuple[str, str]] = {
                               "VALUES (%s, %s, 0, 'fk://1', 'b', '\\x00')"),
     "ingestion error -> job": ("job", "INSERT INTO rag.ingestion_errors (tenant_id, job_id, "
                                "source, reason) VALUES (%s, %s, 'fk', 'test')"),
+    "batch event -> batch job": ("batch", "INSERT INTO rag.batch_events (tenant_id, batch_id, "
+                                 "seq, kind, data) VALUES (%s, %s, 1, 'summary', '{}')"),
 }
 
 
