@@ -16,12 +16,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import psycopg
 
-from rag_core.answering import AnswerResult, Passage, QuestionContext, answer_all
+from rag_core.answering import Passage, QuestionContext, answer_all
 from rag_core.codes import PUBLIC_MESSAGES, ErrorCategory, ErrorCode
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.cache_epochs import CacheEpochs
@@ -38,79 +38,20 @@ from rag_core.errors import (
 )
 from rag_core.limits.concurrency import ConcurrencySlots
 from rag_core.limits.guarded import GuardedQuota, GuardedRateLimiter
-from rag_core.limits.quota import Reservation
 from rag_core.limits.settlement import SettlementReport
 from rag_core.pii import redact
-from rag_core.query.answer_cache import AnswerCache, AnswerKey
-from rag_core.query.audit import AuditLog, AuditRecord
+from rag_core.query.answer_cache import AnswerCache
+from rag_core.query.audit import AuditLog
 from rag_core.query.passages import redact_retrieval
+from rag_core.query.service_audit import audit_records
+from rag_core.query.service_types import Pending, QueryAnswer, QueryConfig, Source
 from rag_core.query.sessions import hash_session_id
-from rag_core.retrieval.retriever import Retrieval, Retriever
+from rag_core.retrieval.retriever import Retriever
+
+__all__ = ["QueryAnswer", "QueryConfig", "QueryService", "Source"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Source:
-    chunk_id: int
-    document_id: int
-    score: float
-    excerpt: str
-
-
-@dataclass
-class QueryAnswer:
-    request_id: str
-    question_id: str
-    question: str
-    answer: str | None
-    sources: list[Source] = field(default_factory=list)
-    citations: list[int] = field(default_factory=list)
-    cache_hit: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    model: str | None = None
-    error_code: ErrorCode | None = None
-    error: str | None = None
-    retry_after_s: float | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self, *, include_question: bool = False) -> dict[str, Any]:
-        """The answer as JSON-ready data; the caller's raw question (which may hold personal
-        data the audit log only keeps redacted) only when asked for."""
-        data = asdict(self)
-        if not include_question:
-            del data["question"]
-        return data
-
-
-@dataclass
-class _Pending:
-    answer: QueryAnswer
-    redacted: str  # the question after PII redaction, once admitted
-    started: float
-    admitted: bool = False
-    cache_key: AnswerKey | None = None
-    retrieval: Retrieval | None = None
-    reservation: Reservation | None = None
-    quota_debt: str | None = None  # tokens the quota could not record (see limits.guarded)
-    result: AnswerResult | None = None
-
-
-@dataclass(frozen=True)
-class QueryConfig:
-    k: int
-    batch_size: int
-    max_concurrent_llm_calls: int
-    max_concurrent_searches: int
-    model: str
-    prompt_version: str
-    embedding_model: str
-    rollout_cohort: str | None = None
-    max_question_chars: int = 4000
-    max_batch_questions: int = 1000
-    redact_passages: bool = False  # see rag_core.query.passages
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -169,7 +110,7 @@ class QueryService:
         # error, a blocked cross-tenant row): the rows are written in the `finally`.
         row_ids = ids if len(ids) == len(questions) else \
             [f"q{i + 1}" for i in range(len(questions))]
-        pending = [_Pending(QueryAnswer(str(uuid.uuid4()), qid, question, None), "", started)
+        pending = [Pending(QueryAnswer(str(uuid.uuid4()), qid, question, None), "", started)
                    for qid, question in zip(row_ids, questions, strict=True)]
         batch_id = str(uuid.uuid4()) if len(questions) > 1 else None
         session_hash: str | None = None
@@ -193,7 +134,7 @@ class QueryService:
             self._audit(tenant, pending, batch_id, session_hash, parent_request_id)
         return [p.answer for p in pending]
 
-    def _run(self, tenant: TenantId, pending: list[_Pending]) -> None:
+    def _run(self, tenant: TenantId, pending: list[Pending]) -> None:
         for item in pending:
             self._admit(tenant, item)
         corpus_version = self._corpus_version(tenant)
@@ -211,7 +152,7 @@ class QueryService:
             self._settle(item)
 
     @staticmethod
-    def _fail_unanswered(tenant: TenantId, pending: list[_Pending], exc: BaseException) -> None:
+    def _fail_unanswered(tenant: TenantId, pending: list[Pending], exc: BaseException) -> None:
         """Give every question still without an outcome the error's typed code (its message
         only for our own errors: a driver's or provider's text goes to the log)."""
         if isinstance(exc, RagCoreError):
@@ -242,7 +183,7 @@ class QueryService:
                                          "RAG_MAX_QUESTION_CHARS")
 
     # --- stages ------------------------------------------------------------------------------
-    def _admit(self, tenant: TenantId, item: _Pending) -> None:
+    def _admit(self, tenant: TenantId, item: Pending) -> None:
         item.redacted = redact(item.answer.question).text
         item.admitted = True
         if self.rate_limiter is not None:
@@ -250,7 +191,7 @@ class QueryService:
             self._limited(item, lambda: limiter.admit(tenant))
 
     @staticmethod
-    def _limited(item: _Pending, check: Callable[[], _T]) -> _T | None:
+    def _limited(item: Pending, check: Callable[[], _T]) -> _T | None:
         """Run a limit check; a refusal fails the question with the error's code (a Redis
         outage is the guards' business: rag_core.limits.guarded applies the outage policy).
         Returns what the check returned, or None."""
@@ -274,7 +215,7 @@ class QueryService:
         return {"k": c.k, "model": c.model, "prompt": c.prompt_version,
                 "embedding": c.embedding_model, "redact_passages": c.redact_passages}
 
-    def _lookup_cache(self, tenant: TenantId, item: _Pending, corpus_version: int) -> None:
+    def _lookup_cache(self, tenant: TenantId, item: Pending, corpus_version: int) -> None:
         if self.cache is None:
             return
         started = time.perf_counter()
@@ -288,11 +229,11 @@ class QueryService:
             answer.sources = [Source(**s) for s in cached["sources"]]
             answer.model, answer.cache_hit = cached["model"], True
 
-    def _retrieve(self, tenant: TenantId, items: list[_Pending]) -> None:
+    def _retrieve(self, tenant: TenantId, items: list[Pending]) -> None:
         if not items:
             return
 
-        def one(item: _Pending) -> None:
+        def one(item: Pending) -> None:
             with self._search_slots:
                 item.retrieval = self.retriever.retrieve(tenant, item.redacted, self.config.k)
             if self.config.redact_passages:  # before anything reads a passage
@@ -315,7 +256,7 @@ class QueryService:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="search") as pool:
             list(pool.map(one, items))
 
-    def _reserve(self, tenant: TenantId, item: _Pending) -> None:
+    def _reserve(self, tenant: TenantId, item: Pending) -> None:
         if self.quota is None or item.retrieval is None:
             return
         context_chars = sum(len(c.text) for c in item.retrieval.chunks) + len(item.redacted)
@@ -323,7 +264,7 @@ class QueryService:
         quota = self.quota
         item.reservation = self._limited(item, lambda: quota.reserve(tenant, estimate))
 
-    def _answer(self, items: list[_Pending]) -> None:
+    def _answer(self, items: list[Pending]) -> None:
         if not items:
             return
         contexts = [QuestionContext(
@@ -351,7 +292,7 @@ class QueryService:
             answer.latency_ms["llm"] = round(result.latency_ms, 3)
             answer.latency_ms["answer_stage"] = elapsed
 
-    def _settle(self, item: _Pending) -> None:
+    def _settle(self, item: Pending) -> None:
         answer = item.answer
         if self.quota is not None and item.reservation is not None:
             # Redis away: the debt goes into the audit row, to be charged from it later.
@@ -363,35 +304,7 @@ class QueryService:
                 "answer": answer.answer, "citations": answer.citations, "model": answer.model,
                 "sources": [asdict(s) for s in answer.sources]})
 
-    def _audit(self, tenant: TenantId, items: list[_Pending], batch_id: str | None,
+    def _audit(self, tenant: TenantId, items: list[Pending], batch_id: str | None,
                session_hash: str | None, parent: str | None) -> None:
-        records: list[AuditRecord] = []
-        if batch_id is not None:
-            records.append(AuditRecord(
-                tenant_id=tenant, kind="batch", request_id=batch_id, batch_id=batch_id,
-                parent_request_id=parent,
-                session_hash=session_hash, model=self.config.model,
-                prompt_version=self.config.prompt_version,
-                prompt_tokens=sum(i.answer.prompt_tokens for i in items),
-                completion_tokens=sum(i.answer.completion_tokens for i in items),
-                latency_ms={"total": max(i.answer.latency_ms["total"] for i in items)},
-                error_code=None if all(i.answer.error_code is None for i in items)
-                else ErrorCode.PARTIAL, rollout_cohort=self.config.rollout_cohort))
-        for item in items:
-            answer, result = item.answer, item.result
-            records.append(AuditRecord(
-                tenant_id=tenant, kind="sub_query" if batch_id else "query",
-                request_id=answer.request_id, parent_request_id=batch_id or parent,
-                session_hash=session_hash,
-                batch_id=(result.batch_id if result is not None else batch_id),
-                question_redacted=item.redacted if item.admitted else None,
-                model=answer.model,
-                prompt_version=self.config.prompt_version,
-                chunk_ids=[s.chunk_id for s in answer.sources],
-                prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
-                latency_ms=answer.latency_ms, cache_hit=answer.cache_hit,
-                retries=result.retries if result is not None else 0,
-                breaker_state=result.breaker_state if result is not None else None,
-                error_code=answer.error_code, rollout_cohort=self.config.rollout_cohort,
-                quota_debt=item.quota_debt))
-        self.audit.write(records)
+        self.audit.write(audit_records(tenant, items, self.config, batch_id=batch_id,
+                                       session_hash=session_hash, parent=parent))
