@@ -69,6 +69,18 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test harness (a temporary local API) for the whole session, shared by
+    every test that runs a flow in-process (two harnesses at once would fight over the
+    process's Prefect settings)."""
+    # Imported here: most test sessions run no flow and need not pay Prefect's import.
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def create_database(pg_server: EmbeddedPostgres) -> Callable[[str], Settings]:
     """Factory: a new empty database on the test server; returns settings pointing at it."""
 

@@ -1,24 +1,17 @@
-"""One Prefect test harness (a temporary local API) for the whole session, and the flows'
-per-process platform pointed at the test database."""
+"""The flows' per-process platform pointed at the test database (the session's Prefect test
+harness, ``prefect_harness``, is in tests/conftest.py: the pooler's flow test uses it too)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows import _resources
 from rag_core.composition import Platform
 from rag_core.config import Settings
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture()
