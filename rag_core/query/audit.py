@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import psycopg
 from prometheus_client import Counter
@@ -39,7 +39,8 @@ from rag_core.errors import ConfigurationError, DatabaseError, DatabaseUnavailab
 from rag_core.query.audit_spool import JsonlSpool, Refusal, SpoolFlush
 from rag_core.query.sessions import MIN_KEY_BYTES
 
-__all__ = ["AuditLog", "AuditRecord", "QuestionStorage", "SpoolFlush", "question_hash"]
+__all__ = ["AuditLog", "AuditRecord", "AuditSink", "QuestionStorage", "SpoolFlush",
+           "question_hash"]
 
 _log = logging.getLogger(__name__)
 
@@ -178,6 +179,14 @@ class _StoredRow:
                 r.quota_debt]
 
 
+class AuditSink(Protocol):
+    """Where the query path hands its audit rows: :class:`AuditLog` (through to the
+    database) or :class:`~rag_core.query.audit_writer.BufferedAuditLog` (a serving process:
+    spooled now, written behind). Either keeps every row it was given."""
+
+    def write(self, records: Sequence[AuditRecord]) -> object: ...
+
+
 class AuditLog:
     """Writes audit rows; spools them when the database fails; flushes the spool."""
 
@@ -206,6 +215,16 @@ class AuditLog:
         is away; the spool tests)."""
         self._append([self._stored(r) for r in records])
 
+    def stored_lines(self, records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
+        """``records`` as spool lines: hashed and reduced to the storage mode now (the form
+        a buffered writer appends and :meth:`deliver` inserts)."""
+        return [self._stored(r).to_spool() for r in records]
+
+    @property
+    def jsonl_spool(self) -> JsonlSpool:
+        """The spool this log appends to and flushes (a buffered writer shares it)."""
+        return self._spool
+
     @property
     def quarantine_dir(self) -> Path:
         """Where spooled lines that could not be written are kept (to be looked at)."""
@@ -222,7 +241,7 @@ class AuditLog:
         the insert) and keeps the rows not written yet for the next flush.
         """
         try:
-            return self._spool.drain(self._deliver)
+            return self._spool.drain(self.deliver)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError("(audit spool flush)", str(exc)) from exc
         except psycopg.Error as exc:
@@ -252,7 +271,7 @@ class AuditLog:
                     cur.execute(_insert_statement(len(chunk)),
                                 [value for row in chunk for value in row.values()])
 
-    def _deliver(self, objects: list[dict[str, Any]]) -> list[Refusal]:
+    def deliver(self, objects: list[dict[str, Any]]) -> list[Refusal]:
         """Insert spooled lines; refuse for good (quarantine) what can never be inserted: a
         line that is not a row, a row the database rejects as data (a tenant deleted since,
         a malformed value). An outage or a privilege error raises: the file is kept."""

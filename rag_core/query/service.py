@@ -41,7 +41,7 @@ from rag_core.limits.guarded import GuardedQuota, GuardedRateLimiter
 from rag_core.limits.settlement import SettlementReport
 from rag_core.pii import redact
 from rag_core.query.answer_cache import AnswerCache
-from rag_core.query.audit import AuditLog
+from rag_core.query.audit import AuditSink
 from rag_core.query.passages import redact_retrieval
 from rag_core.query.service_audit import audit_records
 from rag_core.query.service_types import Pending, QueryAnswer, QueryConfig, Source
@@ -65,7 +65,7 @@ class QueryService:
     def __init__(self, db: Database, retriever: Retriever, answerer: Any, *,
                  config: QueryConfig, answer_cache: AnswerCache | None,
                  rate_limiter: GuardedRateLimiter | None, quota: GuardedQuota | None,
-                 audit: AuditLog, session_key: bytes,
+                 audit: AuditSink, session_key: bytes,
                  llm_slots: ConcurrencySlots | None = None,
                  tenant_states: CacheEpochs | None = None) -> None:
         self.db = db
