@@ -225,6 +225,15 @@ class Settings(BaseSettings):
         default=None, description="where audit rows wait while the database is away; "
                                   "unset = state_dir/spool")
 
+    # --- traces (rag_core/common/tracing.py): OpenTelemetry's own variables, so Langfuse or
+    # any collector is configured the standard way; unset = no spans leave the process.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP/HTTP base URL (traces go to <url>/v1/traces)")
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="OTLP/HTTP URL of traces, used as given (beats the base URL)")
+
     # --- benchmarks and evaluations ------------------------------------------------------
     reports_dir: Path | None = Field(
         default=None, description="where benchmark reports go; unset = the checkout's "
@@ -272,6 +281,15 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_redis(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def otlp_traces_endpoint(self) -> str | None:
+        """Where spans are sent, as OpenTelemetry's exporters resolve it: the traces URL as
+        given, else the base URL with ``/v1/traces``; None = not exported."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        base = self.otel_exporter_otlp_endpoint
+        return f"{base.rstrip('/')}/v1/traces" if base else None
 
 
 @lru_cache(maxsize=1)
