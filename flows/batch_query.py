@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from flows._resources import platform, retry_unless_refused
 from rag_core.common.tenancy import TENANT_ID_REGEX, parse_tenant_id
+from rag_core.query import batch_run
 from rag_core.query.batch_run import BatchSummary, Question
 
 
@@ -50,10 +51,8 @@ def load_questions(path: str, limit: int | None) -> list[Question]:
 @task(name="answer-group")
 def answer_group(tenant_id: str, group: list[Question],
                  include_question: bool = False) -> list[dict[str, Any]]:
-    answers = platform().query_service.ask_many(
-        parse_tenant_id(tenant_id), [q.text for q in group],
-        question_ids=[q.question_id for q in group], keep_going=True)
-    return [a.as_dict(include_question=include_question) for a in answers]
+    return batch_run.answer_group(platform().query_service, parse_tenant_id(tenant_id), group,
+                                  include_question=include_question)
 
 
 @flow(name="batch-query", log_prints=True)

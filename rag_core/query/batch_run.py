@@ -8,7 +8,7 @@ import csv
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -121,6 +121,24 @@ class BatchSummary:
         return asdict(self)
 
 
+def answer_group(service: QueryService, tenant: TenantId, questions: Sequence[Question], *,
+                 include_question: bool = False,
+                 parent_request_id: str | None = None) -> list[dict[str, Any]]:
+    """Answer one group of questions as JSON-ready answers, in the group's order: the one
+    step shared by ``rag batch``, the ``batch-query`` flow and the API's batch jobs.
+
+    ``keep_going``: a dependency outage (the database restarting, say) fails this group's
+    questions with their typed code (audited or spooled) and returns them, so the caller
+    goes on with its next group rather than leaving the rest unasked; what still raises is
+    a refusal or a bug. ``parent_request_id`` (a batch job's id) links the group's audit
+    rows to the job. The raw question only with ``include_question`` (it may hold personal
+    data the audit log only keeps redacted)."""
+    answers = service.ask_many(tenant, [q.text for q in questions],
+                               question_ids=[q.question_id for q in questions],
+                               keep_going=True, parent_request_id=parent_request_id)
+    return [a.as_dict(include_question=include_question) for a in answers]
+
+
 def run_batch(service: QueryService, tenant: TenantId, questions: list[Question],
               out: TextIO | None, *, group_size: int = 25,
               progress: Callable[[int], None] | None = None,
@@ -131,13 +149,8 @@ def run_batch(service: QueryService, tenant: TenantId, questions: list[Question]
     started = time.perf_counter()
     for offset in range(0, len(questions), group_size):
         group = questions[offset:offset + group_size]
-        # A database outage fails this group's questions (typed, audited or spooled) and
-        # the run goes on: the next group may find the database back.
-        answers = service.ask_many(tenant, [q.text for q in group],
-                                   question_ids=[q.question_id for q in group],
-                                   keep_going=True)
-        for answer in answers:
-            payload = answer.as_dict(include_question=include_question)
+        for payload in answer_group(service, tenant, group,
+                                    include_question=include_question):
             summary.record(payload)
             if out is not None:
                 out.write(json.dumps(payload) + "\n")
