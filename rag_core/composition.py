@@ -52,7 +52,9 @@ from rag_core.llm.prompts import PROMPT_VERSION
 from rag_core.ops import services
 from rag_core.query.answer_cache import AnswerCache
 from rag_core.query.audit import AuditLog, checked_audit_key
+from rag_core.query.batch_jobs import BatchJobs
 from rag_core.query.batch_run import BatchFiles
+from rag_core.query.batch_worker import BatchWorker, default_owner
 from rag_core.query.service import QueryConfig, QueryService
 from rag_core.redis import urls as redis_urls
 from rag_core.redis.client import redis_from_settings
@@ -256,6 +258,25 @@ class Platform:
         """Questions and answers files named by flows (and the API): confined to the roots."""
         s = self.settings
         return BatchFiles(s.questions_roots, s.outputs_dir, max_questions=s.max_batch_questions)
+
+    @cached_property
+    def batch_jobs(self) -> BatchJobs:
+        """Batch jobs of the HTTP service in PostgreSQL (questions stored redacted)."""
+        s = self.settings
+        return BatchJobs(self.database,
+                         max_questions=min(s.api.max_batch_questions, s.max_batch_questions),
+                         max_question_chars=s.max_question_chars)
+
+    @cached_property
+    def batch_worker(self) -> BatchWorker:
+        """This process's background runner of batch jobs (started by its caller; stopped
+        by ``close``): groups of ``RAG_BATCH_SIZE`` questions, so events follow each call."""
+        s = self.settings
+        worker = BatchWorker(self.batch_jobs, self.query_service, owner=default_owner(),
+                             poll_interval_s=s.api.batch_poll_interval_s,
+                             lease_s=s.api.batch_lease_s, group_size=s.batch_size)
+        self._closers.append(worker)
+        return worker
 
     # --- answering and the query path ------------------------------------------------------
     @cached_property
