@@ -9,6 +9,10 @@ Two resolvers, because two kinds of process exist. ``resolve_app_target`` is all
 (query service, ingestion worker, Prefect flow) needs, and works with nothing but
 ``RAG_APP_DATABASE_URL``; ``resolve_targets`` adds the admin URL for migrations and
 administration, and is refused in a process configured ``RAG_RUNTIME_ONLY``.
+
+Every connection the platform opens takes :func:`pooler_options` for ``Settings.db_pooler``:
+behind a transaction-mode pooler a statement psycopg prepares on one server connection (after
+its fifth run on a client connection) is missing, or another client's, on the next.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from rag_core.config import Settings
+from rag_core.config import DatabasePooler, Settings
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.errors import ConfigurationError, DatabaseUnavailableError
 
@@ -115,13 +119,27 @@ def resolve_targets(settings: Settings) -> DatabaseTargets:
                            embedded=False)
 
 
+def pooler_options(pooler: DatabasePooler) -> dict[str, Any]:
+    """Keyword arguments of ``psycopg.connect`` for a server reached through ``pooler``.
+
+    Behind a transaction-mode pooler nothing may be prepared on the server: psycopg would
+    prepare a statement after five runs and look for it, by name, on whichever server
+    connection the pooler lends next (``prepared statement "_pg3_0" does not exist``, or
+    ``already exists`` when another client's is there). Statements still use the extended
+    protocol with unnamed statements, which poolers pass through.
+    """
+    return {"prepare_threshold": None} if pooler == "transaction" else {}
+
+
 @contextlib.contextmanager
-def connect(url: str, *, connect_timeout_s: float = 5.0) -> Iterator[AdminConnection]:
+def connect(url: str, *, connect_timeout_s: float = 5.0,
+            pooler: DatabasePooler = "none") -> Iterator[AdminConnection]:
     """An autocommit connection to ``url``; an unreachable server is a
     :class:`DatabaseUnavailableError` naming the (password-free) target."""
     try:
         conn = psycopg.connect(url, autocommit=True,
-                               connect_timeout=max(1, round(connect_timeout_s)))
+                               connect_timeout=max(1, round(connect_timeout_s)),
+                               **pooler_options(pooler))
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailableError(redact_url(url), str(exc).strip()) from exc
     with conn:
@@ -132,5 +150,6 @@ def connect(url: str, *, connect_timeout_s: float = 5.0) -> Iterator[AdminConnec
 def admin_connection(settings: Settings) -> Iterator[AdminConnection]:
     """An autocommit connection as the admin role (migrations, tenant administration)."""
     with connect(resolve_targets(settings).admin_url,
-                 connect_timeout_s=settings.db_connect_timeout_s) as conn:
+                 connect_timeout_s=settings.db_connect_timeout_s,
+                 pooler=settings.db_pooler) as conn:
         yield conn

@@ -4,6 +4,11 @@ Every data access of the application goes through ``Database.tenant_session``: o
 transaction in which ``app.tenant_id`` is set with ``set_config(..., true)`` (transaction-
 local, so a pooled connection never carries a tenant into its next use), on a role that
 the pool has verified cannot bypass row-level security.
+
+Behind a transaction-mode pooler (``Settings.db_pooler = "transaction"``) a transaction is
+all a client owns of a server connection, so nothing is left in the session: no statement is
+prepared on the server, and the statement timeout, otherwise a startup option of each
+connection, is set in every transaction along with the tenant (one round trip still).
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
 from rag_core.common.tenancy import TenantId, parse_tenant_id
-from rag_core.config import Settings
-from rag_core.db.connection import resolve_app_target
+from rag_core.config import DatabasePooler, Settings
+from rag_core.db.connection import pooler_options, resolve_app_target
 from rag_core.errors import DatabaseUnavailableError, UnsafeDatabaseRoleError
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+
+_SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"
+_SET_TENANT_AND_TIMEOUT = ("SELECT set_config('app.tenant_id', %s, true), "
+                           "set_config('statement_timeout', %s, true)")
+_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
 
 # "Owns" includes through membership: a member of the owning role can do what the owner does
 # (ALTER TABLE ... DISABLE ROW LEVEL SECURITY, CREATE OR REPLACE FUNCTION, ...).
@@ -82,11 +92,15 @@ class Database:
 
     def __init__(self, app_url: str, *, min_size: int = 1, max_size: int = 10,
                  statement_timeout_ms: int = 30_000, connect_timeout_s: float = 5.0,
-                 acquire_timeout_s: float = 30.0) -> None:
+                 acquire_timeout_s: float = 30.0, pooler: DatabasePooler = "none") -> None:
         self._kwargs: dict[str, Any] = {
-            "connect_timeout": max(1, round(connect_timeout_s)),
-            "options": f"-c statement_timeout={statement_timeout_ms}",
-        }
+            "connect_timeout": max(1, round(connect_timeout_s)), **pooler_options(pooler)}
+        # The timeout of each transaction's statements, when it cannot be the session's.
+        self._transaction_timeout: str | None = None
+        if pooler == "transaction":
+            self._transaction_timeout = str(statement_timeout_ms)
+        else:
+            self._kwargs["options"] = f"-c statement_timeout={statement_timeout_ms}"
         try:
             with psycopg.connect(app_url, **self._kwargs) as probe:
                 self.role = check_application_role(probe)
@@ -106,14 +120,14 @@ class Database:
         return cls(resolve_app_target(settings).url, min_size=settings.db_pool_min_size,
                    max_size=settings.db_pool_max_size,
                    statement_timeout_ms=settings.db_statement_timeout_ms,
-                   connect_timeout_s=settings.db_connect_timeout_s)
+                   connect_timeout_s=settings.db_connect_timeout_s, pooler=settings.db_pooler)
 
     @contextlib.contextmanager
     def tenant_session(self, tenant_id: TenantId | str) -> Iterator[Connection]:
         """A transaction scoped to ``tenant_id``; commits on success, rolls back on error."""
         tenant = parse_tenant_id(tenant_id)  # NewType is not checked at run time: re-check
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+            self._begin(conn, tenant)
             yield conn
 
     def acquire_tenant_transaction(self, tenant_id: TenantId | str) -> Connection:
@@ -122,7 +136,7 @@ class Database:
         tenant = parse_tenant_id(tenant_id)
         conn = self.pool.getconn()
         try:
-            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+            self._begin(conn, tenant)
         except BaseException:
             self.release(conn, commit=False)
             raise
@@ -142,7 +156,19 @@ class Database:
     def unscoped_session(self) -> Iterator[Connection]:
         """A transaction with no tenant set: RLS shows no tenant rows (used by probes)."""
         with self.pool.connection() as conn, conn.transaction():
+            self._begin(conn, None)
             yield conn
+
+    def _begin(self, conn: Connection, tenant: TenantId | None) -> None:
+        """The first statement of a transaction: its tenant, and its statement timeout when
+        a transaction pooler keeps that out of the session."""
+        if self._transaction_timeout is None:
+            if tenant is not None:
+                conn.execute(_SET_TENANT, [tenant])
+        elif tenant is None:
+            conn.execute(_SET_TIMEOUT, [self._transaction_timeout])
+        else:
+            conn.execute(_SET_TENANT_AND_TIMEOUT, [tenant, self._transaction_timeout])
 
     def close(self) -> None:
         self.pool.close()

@@ -20,7 +20,13 @@ import redis
 
 from rag_core.config import Settings
 from rag_core.db import migrations
-from rag_core.db.connection import AppTarget, redact_url, resolve_app_target, resolve_targets
+from rag_core.db.connection import (
+    AppTarget,
+    pooler_options,
+    redact_url,
+    resolve_app_target,
+    resolve_targets,
+)
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import check_application_role
 from rag_core.db.rls_catalog import find_tenant_tables, policy_problems
@@ -110,7 +116,8 @@ def _check_postgres(settings: Settings) -> list[Check]:
     except RagCoreError as exc:
         return [Check("postgres", "fail", str(exc))]
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=5,
+                               **pooler_options(settings.db_pooler))
     except psycopg.OperationalError as exc:
         return [Check("postgres", "fail", f"cannot connect to {redact_url(url)}: "
                       f"{str(exc).strip()}")]
@@ -143,7 +150,7 @@ def _check_database(conn: psycopg.Connection[tuple[Any, ...]], app: AppTarget,
                             "runtime process has only the application URL (run `rag doctor` "
                             "from an admin process)"))
     checks.append(_check_rls(conn, app.role))
-    checks.append(_check_app_role(app))
+    checks.append(_check_app_role(app, settings))
     return checks
 
 
@@ -222,9 +229,10 @@ def _check_rls(conn: psycopg.Connection[tuple[Any, ...]], app_role: str) -> Chec
     return Check("row-level security", "ok", detail)
 
 
-def _check_app_role(app: AppTarget) -> Check:
+def _check_app_role(app: AppTarget, settings: Settings) -> Check:
     try:
-        with psycopg.connect(app.url, connect_timeout=5) as conn:
+        with psycopg.connect(app.url, connect_timeout=5,
+                             **pooler_options(settings.db_pooler)) as conn:
             role = check_application_role(conn)
     except psycopg.OperationalError as exc:
         return Check("application role", "fail",

@@ -26,7 +26,7 @@ from pgvector import Vector
 from rag_core.common.tenancy import TenantId, new_tenant_id, parse_tenant_id
 from rag_core.config import Settings
 from rag_core.db import tenant_admin
-from rag_core.db.connection import resolve_targets
+from rag_core.db.connection import pooler_options, resolve_targets
 from rag_core.db.pool import Connection, Database
 from rag_core.db.schema import TENANT_TABLES
 from rag_core.errors import CrossTenantLeakError, InvalidTenantIdError
@@ -105,7 +105,8 @@ class IsolationProbe:
     def setup(self) -> None:
         started = time.perf_counter()
         admin_url = resolve_targets(self.settings).admin_url
-        with psycopg.connect(admin_url, autocommit=True) as conn:
+        with psycopg.connect(admin_url, autocommit=True,
+                             **pooler_options(self.settings.db_pooler)) as conn:
             conn.execute("SELECT rag.register_embedding_model(%s, %s, %s)",
                          [PROBE_MODEL_KEY, "random-unit-vectors", DIMENSION])
             for size in self.sizes:
@@ -134,7 +135,8 @@ class IsolationProbe:
 
     def teardown(self) -> None:
         admin_url = resolve_targets(self.settings).admin_url
-        with psycopg.connect(admin_url, autocommit=True) as conn:
+        with psycopg.connect(admin_url, autocommit=True,
+                             **pooler_options(self.settings.db_pooler)) as conn:
             for tenant in self.tenants:
                 tenant_admin.delete_tenant(conn, tenant)
 

@@ -64,7 +64,8 @@ def redis_url(settings: Settings) -> str:
 def upgrade_database(settings: Settings, target: int | None = None) -> UpgradeResult:
     """Apply pending migrations, then give the application role its password."""
     targets = resolve_targets(settings)
-    with connect(targets.admin_url, connect_timeout_s=settings.db_connect_timeout_s) as conn:
+    with connect(targets.admin_url, connect_timeout_s=settings.db_connect_timeout_s,
+                 pooler=settings.db_pooler) as conn:
         applied = migrations.upgrade(conn, settings.migrations_dir, target)
         set_app_role_password(conn, targets)
     return UpgradeResult(applied, targets.database_name)
