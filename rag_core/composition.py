@@ -32,6 +32,7 @@ from rag_core.answering import EXTRACTIVE_MODEL, ExtractiveAnswerer, LLMBatchAns
 from rag_core.common.outage import Outages
 from rag_core.common.processes import file_lock, write_atomic
 from rag_core.config import Settings
+from rag_core.db.api_keys import ApiKeys, CachedKeyResolver
 from rag_core.db.cache_epochs import CacheEpochs
 from rag_core.db.connection import admin_connection
 from rag_core.db.pool import Database
@@ -193,6 +194,18 @@ class Platform:
     def tenant_keys(self) -> TenantKeys:
         """Every tenant-scoped Redis key, in the caches' and the controls' databases."""
         return TenantKeys([self.redis, self.redis_control], self.settings.redis_key_prefix)
+
+    @cached_property
+    def api_keys(self) -> ApiKeys:
+        """Tenants' API keys: issued, rotated and revoked through the admin connection
+        (refused in a runtime-only process), resolved as the application role."""
+        return ApiKeys(lambda: self.database, admin=self.admin_connection)
+
+    @cached_property
+    def key_resolver(self) -> CachedKeyResolver:
+        """API keys resolved to tenants, kept ``RAG_API__API_KEY_CACHE_TTL_S`` in memory:
+        what the HTTP service asks on every request."""
+        return CachedKeyResolver(self.api_keys, ttl_s=self.settings.api.api_key_cache_ttl_s)
 
     @cached_property
     def embedder(self) -> Embedder:

@@ -17,7 +17,11 @@ What "isolates" means, per table (``policy_problems``):
   constant (``USING (true)``) or widened with ``OR``. A policy that applies to writes
   (ALL, INSERT, UPDATE) must have its own ``WITH CHECK``: without one, PostgreSQL checks new
   rows of an INSERT policy against nothing. Restrictive policies only narrow what permissive
-  ones admit, so they are not judged.
+  ones admit, so they are not judged;
+* one exception, by name: an owner lookup (``OWNER_LOOKUP_POLICIES`` in
+  :mod:`rag_core.db.schema`, e.g. the API key resolution of migration 0010) passes when it
+  is for SELECT alone, for the table's owner alone, with exactly its documented ``USING``
+  and no ``WITH CHECK``. Anything else about it is judged like any permissive policy.
 
 The rules read the deparsed expression (``pg_get_expr``): a textual check, strict on purpose
 (fail closed): a policy the doctor cannot read as a tenant comparison is reported.
@@ -30,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+
+from rag_core.db.schema import OWNER_LOOKUP_POLICIES
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -55,9 +61,13 @@ SELECT n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
  ORDER BY 1, 2
 """
 
+# Role 0 in polroles is PUBLIC; the owner comes along to judge owner lookups.
 _POLICIES = """
 SELECT n.nspname, c.relname, p.polname, p.polpermissive, p.polcmd,
-       pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+       pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid),
+       ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END
+               FROM unnest(p.polroles) AS r),
+       pg_get_userbyid(c.relowner)
   FROM pg_policy p
   JOIN pg_class c ON c.oid = p.polrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -84,6 +94,8 @@ class Policy:
     command: str  # ALL, SELECT, INSERT, UPDATE or DELETE
     using: str | None
     with_check: str | None
+    roles: tuple[str, ...] = ("public",)  # the roles it applies to ("public": every role)
+    table_owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,11 +115,12 @@ class TenantTable:
 def find_tenant_tables(conn: Connection, app_role: str) -> list[TenantTable]:
     """Every table with a ``tenant_id`` column in the database, with its RLS facts."""
     policies: dict[tuple[str, str], list[Policy]] = {}
-    for schema, table, name, permissive, command, using, check in conn.execute(
+    for schema, table, name, permissive, command, using, check, roles, owner in conn.execute(
             _POLICIES).fetchall():
         policies.setdefault((str(schema), str(table)), []).append(Policy(
             str(name), bool(permissive), _COMMANDS.get(str(command), str(command)),
-            None if using is None else str(using), None if check is None else str(check)))
+            None if using is None else str(using), None if check is None else str(check),
+            tuple(str(r) for r in roles), str(owner)))
     rows = conn.execute(_TENANT_TABLES, {"product": list(PRODUCT_SCHEMAS), "role": app_role,
                                          "column": TENANT_COLUMN}).fetchall()
     return [TenantTable(str(schema), str(name), bool(enabled), bool(forced), bool(judged),
@@ -130,6 +143,15 @@ def _expression_problem(expression: str | None, clause: str) -> str | None:
     return None
 
 
+def is_owner_lookup(table: TenantTable, policy: Policy) -> bool:
+    """Whether ``policy`` is a documented owner lookup, exactly as documented (see the module
+    docstring): it then admits no role but the owner, and one row at a time."""
+    expected = OWNER_LOOKUP_POLICIES.get((table.schema, table.name, policy.name))
+    return (expected is not None and policy.command == "SELECT"
+            and policy.roles == (policy.table_owner,) and policy.using == expected
+            and policy.with_check is None)
+
+
 def policy_problems(table: TenantTable) -> list[str]:
     """Why ``table`` is not isolated per tenant (empty when it is)."""
     problems = []
@@ -140,7 +162,7 @@ def policy_problems(table: TenantTable) -> list[str]:
     if not table.policies:
         problems.append("no policy")
     for policy in table.policies:
-        if not policy.permissive:
+        if not policy.permissive or is_owner_lookup(table, policy):
             continue
         clauses = []
         if policy.command in _READS:

@@ -25,10 +25,15 @@ The tree::
     │               QuotaUnavailableError,
     │               ConcurrencyError (ConcurrencyLimitTimeoutError, ConcurrencyBackendError)
     ├── BenchmarkError
-    └── ApiError: UnauthorizedError, ResourceNotFoundError
+    └── ApiError: UnauthorizedError, ResourceNotFoundError (UnknownApiKeyError)
 """
 
-from rag_core.errors.api import ApiError, ResourceNotFoundError, UnauthorizedError
+from rag_core.errors.api import (
+    ApiError,
+    ResourceNotFoundError,
+    UnauthorizedError,
+    UnknownApiKeyError,
+)
 from rag_core.errors.base import RAW_TEXT_LIMIT, RagCoreError, truncate
 from rag_core.errors.benchmarks import (
     BenchmarkError,
@@ -127,6 +132,7 @@ __all__ = [
     "TenantError",
     "TokenQuotaExceededError",
     "UnauthorizedError",
+    "UnknownApiKeyError",
     "UnknownEmbeddingModelError",
     "UnknownTenantError",
     "UnsafeDatabaseRoleError",

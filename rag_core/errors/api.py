@@ -33,3 +33,14 @@ class ResourceNotFoundError(ApiError):
         self.kind = kind
         self.resource_id = resource_id
         super().__init__(f"no {kind} {shown(resource_id)!r}")
+
+
+class UnknownApiKeyError(ResourceNotFoundError):
+    """A key id that is not one of this tenant's API keys (or, where a live key is needed,
+    not one of its live keys). Another tenant's key id gets the same answer."""
+
+    def __init__(self, tenant_id: str, key_id: object, *, live_only: bool = False) -> None:
+        self.tenant_id = tenant_id
+        self.kind = "live API key" if live_only else "API key"
+        self.resource_id = key_id
+        RagCoreError.__init__(self, f"tenant {tenant_id} has no {self.kind} {shown(key_id)!r}")

@@ -254,7 +254,8 @@ def test_full_rollback_restores_the_catalog_of_a_fresh_database(
     migrated = _catalog(url)
     # The snapshot sees what the migrations made (else the comparison below proves nothing).
     assert {r[1] for r in migrated["relations"] if r[0] == "rag"} >= EXPECTED_TABLES
-    assert {r[2] for r in migrated["policies"]} == {"tenant_isolation"}
+    # One tenant predicate everywhere, and 0010's owner lookup (rag_core.db.schema).
+    assert {r[2] for r in migrated["policies"]} == {"tenant_isolation", "api_key_resolution"}
     assert {r[1] for r in migrated["functions"]} >= {"search_chunks", "current_tenant_id"}
     assert ("rag.embedding_models", (1,)) in migrated["row_counts"]
     assert any(r[1] == "rag_app" for r in migrated["role_dependencies"])

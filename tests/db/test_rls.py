@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from rag_core.common.tenancy import TenantId
+from rag_core.composition import Platform
 from rag_core.config import Settings
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
@@ -59,6 +60,10 @@ def two_tenants(db: Database, settings: Settings,
     _seed(store, b, 7, 2)
     _write_side_rows(db, a)
     _write_side_rows(db, b)
+    # API keys are issued by administration only (the application role cannot write them).
+    keys = Platform(settings, database=db, start_services=False).api_keys
+    keys.create(a, "rls")
+    keys.create(b, "rls")
     return a, b
 
 
