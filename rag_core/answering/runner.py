@@ -4,12 +4,13 @@ Concurrency
 -----------
 :func:`answer_all` runs batches in a thread pool and holds a semaphore (and, if given, a
 cross-process slot from :mod:`rag_core.limits.concurrency`) around every client call, retries alone
-included.
+included. Each batch runs in a copy of the caller's context, so the spans of its LLM calls
+keep the caller's span (the ``llm`` stage) as their parent.
 """
 
 from __future__ import annotations
 
-import threading
+import contextvars
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from rag_core.answering.types import (
     check_batch_size,
     check_items,
 )
-from rag_core.limits.concurrency import ConcurrencySlots
+from rag_core.limits.concurrency import ConcurrencySlots, LocalSlots
 
 __all__ = ["answer_all"]
 
@@ -53,11 +54,12 @@ def answer_all(items: Sequence[QuestionContext], answerer: Answerer, *, batch_si
     if not items:
         return []
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    local = threading.BoundedSemaphore(max_concurrent_llm_calls)
+    # LocalSlots rather than a bare semaphore: its waits are measured (llm_calls).
+    local = LocalSlots(max_concurrent_llm_calls, name="llm_calls")
 
     @contextmanager
     def gate() -> Iterator[None]:
-        with local:
+        with local.slot():
             if slots is None:
                 yield
             else:
@@ -66,7 +68,8 @@ def answer_all(items: Sequence[QuestionContext], answerer: Answerer, *, batch_si
 
     workers = min(len(batches), max_concurrent_llm_calls)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rag-answer") as pool:
-        futures = [pool.submit(answerer.answer_batch, batch, call_gate=gate)
+        context = contextvars.copy_context()
+        futures = [pool.submit(context.copy().run, answerer.answer_batch, batch, call_gate=gate)
                    for batch in batches]
         per_batch = [future.result() for future in futures]
     results: list[AnswerResult] = []

@@ -28,6 +28,12 @@ Every process using a name must pass the same ``limit`` (each enforces the limit
 given). Redis errors become :class:`ConcurrencyBackendError`; :class:`GuardedSlots` hands
 them to the outage policy, which decides whether to run without the limit.
 
+Waits are measured: every acquisition observes its wait in
+``rag_concurrency_wait_seconds{limit}`` and one that found every slot taken counts in
+``rag_concurrency_waits_total{limit}``; the label is a :class:`LocalSlots`' name (given in
+code: ``llm_calls``, ``search``) or ``shared`` for a :class:`RedisSemaphore` (whose name
+carries a model name, a configuration value the label need not repeat).
+
 Why not Prefect global concurrency limits
 -----------------------------------------
 Prefect 3 has them (``prefect.concurrency.sync.concurrency("groq", occupy=1)``, with slot
@@ -53,6 +59,7 @@ from typing import Protocol
 
 import redis
 
+from rag_core.common.metrics import CONCURRENCY_WAIT_SECONDS, CONCURRENCY_WAITS
 from rag_core.common.outage import DEFAULT_OUTAGES, Control, Outages
 from rag_core.errors import ConcurrencyBackendError, ConcurrencyLimitTimeoutError
 
@@ -66,6 +73,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+_SHARED = "shared"  # the metrics label of every RedisSemaphore
+
+
+def _waited(limit: str, seconds: float, *, blocked: bool) -> None:
+    """Record one acquisition's wait (``blocked``: no slot was free when it asked)."""
+    CONCURRENCY_WAIT_SECONDS.labels(limit).observe(seconds)
+    if blocked:
+        CONCURRENCY_WAITS.labels(limit).inc()
 
 
 # --- the protocol and the local implementation ---------------------------------------------
@@ -101,9 +116,12 @@ class LocalSlots:
     def slot(self) -> Iterator[None]:
         """Hold one of the ``n`` slots for the ``with`` block."""
         started = time.monotonic()
-        if not self._semaphore.acquire(timeout=self.timeout_s):
+        blocked = not self._semaphore.acquire(blocking=False)
+        if blocked and not self._semaphore.acquire(timeout=self.timeout_s):
+            _waited(self.name, time.monotonic() - started, blocked=True)
             raise ConcurrencyLimitTimeoutError(self.name, self.limit,
                                                time.monotonic() - started)
+        _waited(self.name, time.monotonic() - started, blocked=blocked)
         try:
             yield
         finally:
@@ -211,13 +229,17 @@ class RedisSemaphore:
         limit_s = self.timeout_s if timeout_s is None else timeout_s
         token = secrets.token_hex(16)
         started = time.monotonic()
+        blocked = False
         while True:
             granted, wait_ms = self._try(token)
-            if granted:
-                return token
             waited = time.monotonic() - started
+            if granted:
+                _waited(_SHARED, waited, blocked=blocked)
+                return token
+            blocked = True
             remaining = limit_s - waited
             if remaining <= 0:
+                _waited(_SHARED, waited, blocked=True)
                 raise ConcurrencyLimitTimeoutError(self.name, self.limit, waited)
             # Poll, but not past the deadline, and wake when the earliest lease ends if
             # that comes sooner (a crashed holder's slot is then free to take).

@@ -18,6 +18,9 @@ an admission, a reservation or a refusal with a typed code.
   inside the quota call that noticed Redis was back (a few milliseconds of one request), and
   is retried at most every ``_SETTLE_RETRY_S`` while some debt has not reached the audit log
   yet (still in flight, or spooled while the database is away).
+
+Every refusal either wrapper hands the query service is counted in
+``rag_limit_rejections_total{limit="rate"|"quota", reason=<error code>}``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from rag_core.common.metrics import LIMIT_REJECTIONS
 from rag_core.common.outage import DEFAULT_OUTAGES, Control, Outages
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.config import OutageMode
@@ -37,6 +41,7 @@ from rag_core.db.pool import Database
 from rag_core.errors import (
     ConfigurationError,
     DatabaseError,
+    LimitError,
     QuotaUnavailableError,
     RateLimitBackendError,
     TokenQuotaExceededError,
@@ -66,6 +71,13 @@ class GuardedRateLimiter:
     def admit(self, tenant_id: str) -> Admission | None:
         """An admission (None: admitted without any limit, failing open), else
         ``RateLimitExceededError``, or (failing closed) ``RateLimitBackendError``."""
+        try:
+            return self._admit(tenant_id)
+        except LimitError as exc:
+            LIMIT_REJECTIONS.labels("rate", exc.code.value).inc()
+            raise
+
+    def _admit(self, tenant_id: str) -> Admission | None:
         try:
             admission = self.inner.admit(tenant_id)
         except RateLimitBackendError as exc:
@@ -98,6 +110,13 @@ class GuardedQuota:
     def reserve(self, tenant_id: str, estimated_tokens: int) -> Reservation:
         """A reservation (provisional while Redis is down within the grace period), else
         ``TokenQuotaExceededError`` or ``QuotaUnavailableError``."""
+        try:
+            return self._reserve(tenant_id, estimated_tokens)
+        except LimitError as exc:
+            LIMIT_REJECTIONS.labels("quota", exc.code.value).inc()
+            raise
+
+    def _reserve(self, tenant_id: str, estimated_tokens: int) -> Reservation:
         tenant = parse_tenant_id(tenant_id)
         try:
             reservation = self.inner.reserve(tenant, estimated_tokens)

@@ -26,6 +26,10 @@ Semantics
   another ``open_s``. A probe slot is a lease (``probe_lease_s``): if the probing process
   dies, another caller may probe once the lease ends.
 
+Every decision this process meets sets the gauge ``rag_breaker_state{breaker}`` (0 closed,
+1 half-open, 2 open), and the process whose probe ends an open period adds its length to
+``rag_breaker_open_seconds_total`` (:mod:`rag_core.llm.call_telemetry`).
+
 Keys are ``rag:breaker:{<name>}:state`` (hash), ``...:window`` (hash) and ``...:probes``
 (sorted set of probe tokens scored by lease end). The braces are a Redis Cluster hash tag: the
 three keys of one breaker share a slot, which multi-key Lua scripts require.
@@ -76,6 +80,7 @@ from rag_core.config import BreakerPolicy, OutageMode
 from rag_core.errors import CircuitOpenError, ConfigurationError
 from rag_core.llm.breaker_scripts import ACQUIRE_LUA, RECORD_LUA
 from rag_core.llm.breaker_state import BreakerSnapshot, BreakerState, Permit
+from rag_core.llm.call_telemetry import count_open_period, show_breaker_state
 from rag_core.redis.client import fail_fast_redis
 
 __all__ = [
@@ -212,11 +217,14 @@ class RedisCircuitBreaker:
             return self._bypass_or_refuse()
         state, wait = _text(reply[0]), float(_text(reply[1]))
         if state == "closed":
+            show_breaker_state(self._name, BreakerState.CLOSED)
             return Permit(self._name, BreakerState.CLOSED)
         if state == "half_open":
+            show_breaker_state(self._name, BreakerState.HALF_OPEN)
             return Permit(self._name, BreakerState.HALF_OPEN, probe_token=token)
         BREAKER_REJECTED.labels(self._name).inc()
         shown = BreakerState.OPEN if state == "open" else BreakerState.HALF_OPEN
+        show_breaker_state(self._name, shown)
         raise CircuitOpenError(self._name, wait, state=shown.value)
 
     def record(self, permit: Permit, *, success: bool) -> BreakerState:
@@ -228,10 +236,11 @@ class RedisCircuitBreaker:
         if self._redis_is_backing_off():
             return BreakerState.UNKNOWN
         policy = self.policy
+        now = self._clock()
         try:
             reply = self._record_script(
                 keys=[self.state_key, self.window_key, self.probes_key],
-                args=[repr(self._clock()), "1" if success else "0", permit.probe_token or "",
+                args=[repr(now), "1" if success else "0", permit.probe_token or "",
                       policy.window_s, policy.minimum_calls,
                       round(policy.failure_rate_threshold * _PPM), repr(policy.open_s),
                       2 * policy.window_s + 60],
@@ -240,13 +249,19 @@ class RedisCircuitBreaker:
             self._redis_failed("record", exc)
             return BreakerState.UNKNOWN
         state, event = _text(reply[0]), _text(reply[1])
-        if event in ("tripped", "probe_failed"):
+        if event == "tripped":
             BREAKER_TRANSITIONS.labels(self._name, "open").inc()
             log.warning("circuit breaker %r opened (%s; window %s calls, %s failures)",
                         self._name, event, _text(reply[2]), _text(reply[3]))
+        elif event == "probe_failed":
+            BREAKER_TRANSITIONS.labels(self._name, "open").inc()
+            count_open_period(self._name, float(_text(reply[2])), now)
+            log.warning("circuit breaker %r opened again (its probe failed)", self._name)
         elif event == "probe_succeeded":
             BREAKER_TRANSITIONS.labels(self._name, "closed").inc()
+            count_open_period(self._name, float(_text(reply[2])), now)
             log.info("circuit breaker %r closed after a successful probe", self._name)
+        show_breaker_state(self._name, BreakerState(state))
         return BreakerState(state)
 
     # --- inspection and administration ---------------------------------------------------
@@ -274,9 +289,11 @@ class RedisCircuitBreaker:
             else:
                 failures += int(value)
         if fields.get("state") != "open":
+            show_breaker_state(self._name, BreakerState.CLOSED)
             return BreakerSnapshot(self._name, BreakerState.CLOSED, None, calls, failures, 0)
         open_until = float(fields["open_until"])
         state = BreakerState.OPEN if now < open_until else BreakerState.HALF_OPEN
+        show_breaker_state(self._name, state)
         return BreakerSnapshot(self._name, state, open_until, 0, 0, int(probes))
 
     def reset(self) -> None:

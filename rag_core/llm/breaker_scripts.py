@@ -5,7 +5,9 @@ half-open probe slots; :data:`RECORD_LUA` records an outcome in the per-second b
 window and opens or closes the breaker. The semantics they implement, the key layout and why
 time is an argument rather than Redis' ``TIME`` are described in :mod:`rag_core.llm.breaker`.
 Thresholds arrive in integer parts per million (see ``_PPM`` there), so that no floating
-point rounding decides whether a breaker trips.
+point rounding decides whether a breaker trips. A probe's verdict (``probe_succeeded``,
+``probe_failed``) returns when the open period it ends began (``opened_at``), so that the
+one process that ended it can count its length.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ local ok = ARGV[2] == '1'
 local token = ARGV[3]
 local open_s = tonumber(ARGV[7])
 local function fmt(x) return string.format('%.17g', x) end
-local st = redis.call('HMGET', KEYS[1], 'state', 'open_until')
+local st = redis.call('HMGET', KEYS[1], 'state', 'open_until', 'opened_at')
 local function trip(reason)
   redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', fmt(now + open_s),
              'opened_at', fmt(now), 'reason', reason)
@@ -57,12 +59,13 @@ if st[1] == 'open' then
     -- another probe already re-opened the breaker: this late outcome decides nothing
     return {'open', 'ignored', '0', '0'}
   end
+  local opened_at = st[3] or '0'
   if ok then
     redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-    return {'closed', 'probe_succeeded', '0', '0'}
+    return {'closed', 'probe_succeeded', opened_at, '0'}
   end
   trip('probe failed')
-  return {'open', 'probe_failed', '0', '0'}
+  return {'open', 'probe_failed', opened_at, '0'}
 end
 local window_s = tonumber(ARGV[4])
 local sec = math.floor(now)

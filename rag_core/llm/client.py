@@ -29,7 +29,8 @@ Each :class:`Completion` carries ``attempts``, ``retries`` and ``breaker_state``
 when the call was admitted: ``closed``, ``half_open`` for the probe, ``unknown`` when Redis
 was unreachable). For failures too, every call (refused, failed or successful) produces a
 :class:`CallReport`, handed to the ``on_call`` hook and kept as :attr:`LLMClient.last_report`
-(per thread) — the audit log's source. Both types live in :mod:`rag_core.llm.calls`.
+(per thread) — the audit log's source. Both types live in :mod:`rag_core.llm.calls`. The
+report also feeds the metrics and the call's span (:mod:`rag_core.llm.call_telemetry`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from rag_core.errors import (
     truncate,
 )
 from rag_core.llm.breaker_state import BreakerState, CircuitBreaker, Permit
+from rag_core.llm.call_telemetry import call_span, observe_call
 from rag_core.llm.calls import CallOutcome, CallReport, ChatMessage, Completion
 
 __all__ = [
@@ -177,6 +179,13 @@ class LLMClient:
         (transient failures exhausted the attempts), :class:`LLMRequestRejectedError` (a 4xx
         that retrying cannot fix) or :class:`LLMResponseError` (unusable response).
         """
+        with call_span(self.config.model, json_output=response_format_json,
+                       max_tokens=max_tokens if max_tokens is not None else self.config.max_tokens,
+                       temperature=self.config.temperature):
+            return self._complete(messages, response_format_json, max_tokens)
+
+    def _complete(self, messages: Sequence[ChatMessage], response_format_json: bool,
+                  max_tokens: int | None) -> Completion:
         started = time.monotonic()
         model = self.config.model
         try:
@@ -324,6 +333,7 @@ class LLMClient:
 
     def _report(self, report: CallReport) -> None:
         self._local.report = report
+        observe_call(report)
         if self._on_call is None:
             return
         try:

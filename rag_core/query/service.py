@@ -10,8 +10,8 @@ rate-limited, over quota, LLM failure. Redis trouble goes to the outage policy
 
 from __future__ import annotations
 
+import contextvars
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,6 +23,8 @@ import psycopg
 
 from rag_core.answering import Passage, QuestionContext, answer_all
 from rag_core.codes import PUBLIC_MESSAGES, ErrorCategory, ErrorCode
+from rag_core.common.metrics import QUESTIONS
+from rag_core.common.telemetry import Stage, request_span, stage
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.db.cache_epochs import CacheEpochs
 from rag_core.db.pool import Database
@@ -36,7 +38,7 @@ from rag_core.errors import (
     UnknownTenantError,
     unstorable_text,
 )
-from rag_core.limits.concurrency import ConcurrencySlots
+from rag_core.limits.concurrency import ConcurrencySlots, LocalSlots
 from rag_core.limits.guarded import GuardedQuota, GuardedRateLimiter
 from rag_core.limits.settlement import SettlementReport
 from rag_core.pii import redact
@@ -67,7 +69,8 @@ class QueryService:
                  rate_limiter: GuardedRateLimiter | None, quota: GuardedQuota | None,
                  audit: AuditSink, session_key: bytes,
                  llm_slots: ConcurrencySlots | None = None,
-                 tenant_states: CacheEpochs | None = None) -> None:
+                 tenant_states: CacheEpochs | None = None,
+                 trace_key: bytes | None = None) -> None:
         self.db = db
         self.tenant_states = tenant_states if tenant_states is not None else CacheEpochs(db)
         self.retriever = retriever
@@ -79,7 +82,8 @@ class QueryService:
         self.audit = audit
         self._session_key = session_key
         self._llm_slots = llm_slots
-        self._search_slots = threading.BoundedSemaphore(config.max_concurrent_searches)
+        self._search_slots = LocalSlots(config.max_concurrent_searches, name="search")
+        self._trace_key = trace_key  # the tenant's hash on spans; None: no tenant at all
 
     # --- public API ------------------------------------------------------------------------
     def settle_outage(self) -> SettlementReport | None:
@@ -101,8 +105,16 @@ class QueryService:
         fails the call's questions with its code and returns them, so a batch run goes on
         with its next group rather than leaving the rest of its file unasked.
         ``parent_request_id`` (a batch job's id) is the parent of this call's top audit row
-        (its batch row, or its one query row)."""
+        (its batch row, or its one query row). Traced as one span (the caller's request
+        span when there is one) over the stages' spans."""
         tenant = parse_tenant_id(tenant_id)  # without a tenant there is nowhere to audit
+        with request_span("rag.query", tenant, self._trace_key, questions=len(questions)):
+            return self._ask_many(tenant, questions, session_id, question_ids, keep_going,
+                                  parent_request_id)
+
+    def _ask_many(self, tenant: TenantId, questions: Sequence[str], session_id: str | None,
+                  question_ids: Sequence[str] | None, keep_going: bool,
+                  parent_request_id: str | None) -> list[QueryAnswer]:
         started = time.perf_counter()
         ids = list(question_ids) if question_ids is not None else \
             [f"q{i + 1}" for i in range(len(questions))]
@@ -131,13 +143,16 @@ class QueryService:
             for item in pending:
                 item.answer.latency_ms["total"] = round(
                     (time.perf_counter() - item.started) * 1000, 3)
+                code = item.answer.error_code
+                QUESTIONS.labels("ok" if code is None else code.value).inc()
             self._audit(tenant, pending, batch_id, session_hash, parent_request_id)
         return [p.answer for p in pending]
 
     def _run(self, tenant: TenantId, pending: list[Pending]) -> None:
         for item in pending:
             self._admit(tenant, item)
-        corpus_version = self._corpus_version(tenant)
+        with stage(Stage.TENANT_STATE):
+            corpus_version = self._corpus_version(tenant)
         live = [p for p in pending if p.answer.error_code is None]
         for item in live:
             self._lookup_cache(tenant, item, corpus_version)
@@ -184,11 +199,13 @@ class QueryService:
 
     # --- stages ------------------------------------------------------------------------------
     def _admit(self, tenant: TenantId, item: Pending) -> None:
-        item.redacted = redact(item.answer.question).text
+        with stage(Stage.REDACT):
+            item.redacted = redact(item.answer.question).text
         item.admitted = True
         if self.rate_limiter is not None:
             limiter = self.rate_limiter
-            self._limited(item, lambda: limiter.admit(tenant))
+            with stage(Stage.RATE_LIMIT):
+                self._limited(item, lambda: limiter.admit(tenant))
 
     @staticmethod
     def _limited(item: Pending, check: Callable[[], _T]) -> _T | None:
@@ -219,9 +236,11 @@ class QueryService:
         if self.cache is None:
             return
         started = time.perf_counter()
-        item.cache_key = self.cache.key(tenant, item.redacted, corpus_version,
-                                        **self._cache_config())
-        cached = self.cache.get(item.cache_key)
+        with stage(Stage.CACHE, operation="get") as span:
+            item.cache_key = self.cache.key(tenant, item.redacted, corpus_version,
+                                            **self._cache_config())
+            cached = self.cache.get(item.cache_key)
+            span.set_attribute("rag.cache.hit", cached is not None)
         item.answer.latency_ms["cache"] = round((time.perf_counter() - started) * 1000, 3)
         if cached is not None:
             answer = item.answer
@@ -234,10 +253,11 @@ class QueryService:
             return
 
         def one(item: Pending) -> None:
-            with self._search_slots:
+            with self._search_slots.slot():
                 item.retrieval = self.retriever.retrieve(tenant, item.redacted, self.config.k)
             if self.config.redact_passages:  # before anything reads a passage
-                item.retrieval, redact_ms = redact_retrieval(item.retrieval)
+                with stage(Stage.REDACT_PASSAGES):
+                    item.retrieval, redact_ms = redact_retrieval(item.retrieval)
                 item.answer.latency_ms["redact_passages"] = round(redact_ms, 3)
             retrieval = item.retrieval
             item.answer.latency_ms["embed"] = round(retrieval.embed_ms, 3)
@@ -253,8 +273,10 @@ class QueryService:
             for item in items:
                 one(item)
             return
+        # Each search runs in a copy of this context, so its spans keep the request's parent.
+        context = contextvars.copy_context()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="search") as pool:
-            list(pool.map(one, items))
+            list(pool.map(lambda item: context.copy().run(one, item), items))
 
     def _reserve(self, tenant: TenantId, item: Pending) -> None:
         if self.quota is None or item.retrieval is None:
@@ -262,7 +284,8 @@ class QueryService:
         context_chars = sum(len(c.text) for c in item.retrieval.chunks) + len(item.redacted)
         estimate = context_chars // 4 + 300  # ~4 characters a token, plus the answer
         quota = self.quota
-        item.reservation = self._limited(item, lambda: quota.reserve(tenant, estimate))
+        with stage(Stage.QUOTA, operation="reserve"):
+            item.reservation = self._limited(item, lambda: quota.reserve(tenant, estimate))
 
     def _answer(self, items: list[Pending]) -> None:
         if not items:
@@ -272,9 +295,13 @@ class QueryService:
             passages=[Passage(c.chunk_id, c.text) for c in item.retrieval.chunks])
             for item in items if item.retrieval is not None]
         started = time.perf_counter()
-        results = answer_all(contexts, self.answerer, batch_size=self.config.batch_size,
-                             max_concurrent_llm_calls=self.config.max_concurrent_llm_calls,
-                             slots=self._llm_slots)
+        with stage(Stage.LLM, questions=len(contexts), model=self.config.model) as span:
+            results = answer_all(contexts, self.answerer, batch_size=self.config.batch_size,
+                                 max_concurrent_llm_calls=self.config.max_concurrent_llm_calls,
+                                 slots=self._llm_slots)
+            span.set_attributes({  # the questions' share of the calls (see the call spans)
+                "gen_ai.usage.input_tokens": sum(r.prompt_tokens for r in results),
+                "gen_ai.usage.output_tokens": sum(r.completion_tokens for r in results)})
         elapsed = round((time.perf_counter() - started) * 1000, 3)
         for item, result in zip(items, results, strict=True):
             item.result = result
@@ -296,15 +323,19 @@ class QueryService:
         answer = item.answer
         if self.quota is not None and item.reservation is not None:
             # Redis away: the debt goes into the audit row, to be charged from it later.
-            item.quota_debt = self.quota.settle(item.reservation,
-                                                answer.prompt_tokens + answer.completion_tokens)
+            with stage(Stage.QUOTA, operation="settle"):
+                item.quota_debt = self.quota.settle(
+                    item.reservation, answer.prompt_tokens + answer.completion_tokens)
         if self.cache is not None and item.cache_key is not None and answer.answer \
                 and answer.error_code is None:
-            self.cache.put(item.cache_key, {
-                "answer": answer.answer, "citations": answer.citations, "model": answer.model,
-                "sources": [asdict(s) for s in answer.sources]})
+            with stage(Stage.CACHE, operation="put"):
+                self.cache.put(item.cache_key, {
+                    "answer": answer.answer, "citations": answer.citations,
+                    "model": answer.model, "sources": [asdict(s) for s in answer.sources]})
 
     def _audit(self, tenant: TenantId, items: list[Pending], batch_id: str | None,
                session_hash: str | None, parent: str | None) -> None:
-        self.audit.write(audit_records(tenant, items, self.config, batch_id=batch_id,
-                                       session_hash=session_hash, parent=parent))
+        records = audit_records(tenant, items, self.config, batch_id=batch_id,
+                                session_hash=session_hash, parent=parent)
+        with stage(Stage.AUDIT, rows=len(records)):
+            self.audit.write(records)

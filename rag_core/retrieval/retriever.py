@@ -2,7 +2,9 @@
 
 Thin by design (haystack's habit): embedding and storage live elsewhere. A similarity
 threshold only flags weak matches (``RetrievedChunk.score`` stays available to callers);
-it never silently empties the result when the tenant has documents.
+it never silently empties the result when the tenant has documents. The question's vector
+and the search are the query path's ``embed`` and ``retrieve`` stages (a histogram sample
+and a span each, :mod:`rag_core.common.telemetry`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from rag_core.common.telemetry import Stage, stage
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.embeddings.base import Embedder
 from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
@@ -33,13 +36,15 @@ def embed_question(embedder: Embedder, cache: QueryEmbeddingCache | None, tenant
                    question: str) -> tuple[npt.NDArray[np.float32], bool]:
     """The question's vector (from the tenant's query-embedding cache when present) and
     whether it was a cache hit; a miss is embedded and stored."""
-    vector = cache.get(tenant, question) if cache else None
-    if vector is not None:
-        return vector, True
-    vector = embedder.embed_queries([question])[0]
-    if cache:
-        cache.put(tenant, question, vector)
-    return vector, False
+    with stage(Stage.EMBED) as span:
+        vector = cache.get(tenant, question) if cache else None
+        span.set_attribute("rag.embed.cache_hit", vector is not None)
+        if vector is not None:
+            return vector, True
+        vector = embedder.embed_queries([question])[0]
+        if cache:
+            cache.put(tenant, question, vector)
+        return vector, False
 
 
 class Retriever:
@@ -58,7 +63,9 @@ class Retriever:
         started = time.perf_counter()
         vector, hit = embed_question(self.embedder, self.cache, tenant, question)
         embedded = time.perf_counter()
-        chunks = self.store.search(tenant, vector, k or self.k)
+        with stage(Stage.RETRIEVE, k=k or self.k) as span:
+            chunks = self.store.search(tenant, vector, k or self.k)
+            span.set_attribute("rag.retrieve.chunks", len(chunks))
         searched = time.perf_counter()
         weak = not chunks or chunks[0].score < self.weak_score_below
         return Retrieval(chunks, hit, (embedded - started) * 1000, (searched - embedded) * 1000,
