@@ -343,7 +343,8 @@ class Platform:
                                             self.outages),
             quota=self.token_quota,
             audit=self.audit_log,
-            session_key=session_key(s), llm_slots=llm_slots, tenant_states=self.cache_epochs)
+            session_key=session_key(s), llm_slots=llm_slots, tenant_states=self.cache_epochs,
+            trace_key=audit_hash_key(s))  # the tenant's hash on spans: the audit log's key
         self._flush_audit_spool()
         return service
 
