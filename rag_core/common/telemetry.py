@@ -5,8 +5,8 @@
 whatever span is current (the API's request span, or :func:`request_span`'s), so that the
 metric and the trace of a stage can never disagree about what was measured. Keyword
 attributes are namespaced under the stage: ``operation="get"`` on the ``cache`` stage is the
-span attribute ``rag.cache.operation``. A block that raises is still timed, and its span
-records the exception.
+span attribute ``rag.cache.operation``. A block that raises is still timed, and its span is
+marked failed with the error's code (never its message: see :mod:`rag_core.common.tracing`).
 
 Spans follow the current context (a context variable): work handed to a thread pool keeps
 its parent only when submitted through ``contextvars.copy_context().run``, as the query
@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from rag_core.common.metric_defs import STAGE_SECONDS, Stage
-from rag_core.common.tracing import TENANT_HASH_ATTRIBUTE, tenant_hash, tracer
+from rag_core.common.tracing import TENANT_HASH_ATTRIBUTE, mark_failed, open_span, tenant_hash
 
 __all__ = ["Stage", "request_span", "stage"]
 
@@ -34,9 +34,8 @@ def stage(name: Stage, **attributes: AttributeValue) -> Iterator[trace.Span]:
     prefix = f"rag.{name.value}."
     started = time.perf_counter()
     try:
-        with tracer().start_as_current_span(
-                name.value, attributes={prefix + key: value for key, value in
-                                        attributes.items()}) as span:
+        with open_span(name.value, attributes={prefix + key: value for key, value in
+                                               attributes.items()}) as span:
             yield span
     finally:
         STAGE_SECONDS.labels(name.value).observe(time.perf_counter() - started)
@@ -55,7 +54,11 @@ def request_span(name: str, tenant: str, key: bytes | None,
     current = trace.get_current_span()
     if current.is_recording():
         current.set_attributes(values)
-        yield current
+        try:
+            yield current
+        except BaseException as exc:
+            mark_failed(current, exc)
+            raise
         return
-    with tracer().start_as_current_span(name, attributes=values) as span:
+    with open_span(name, attributes=values) as span:
         yield span

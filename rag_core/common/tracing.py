@@ -16,7 +16,10 @@ calls it once at start:
 
 What a span may say: counts, durations, model names, cache hits, codes. Never a question, a
 prompt, an answer or a tenant id; the tenant appears only as :func:`tenant_hash`, a keyed
-hash that groups a tenant's requests without naming it.
+hash that groups a tenant's requests without naming it. Exceptions are not recorded as span
+events (OpenTelemetry's default): their messages name the offending value, a tenant id or
+a provider's reply quoting the prompt; :func:`open_span` marks a failed span with the
+error's code (``error.type``) instead.
 """
 
 from __future__ import annotations
@@ -24,16 +27,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
+from opentelemetry.util.types import Attributes
+
+from rag_core.errors import RagCoreError
 
 if TYPE_CHECKING:  # the SDK and the exporter load only in a process that sends spans
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-__all__ = ["TENANT_HASH_ATTRIBUTE", "configure_tracing", "tenant_hash", "tracer"]
+__all__ = ["TENANT_HASH_ATTRIBUTE", "configure_tracing", "mark_failed", "open_span",
+           "tenant_hash", "tracer"]
 
 #: The span attribute that carries the tenant (as :func:`tenant_hash`, never the id).
 TENANT_HASH_ATTRIBUTE = "rag.tenant_hash"
@@ -47,6 +56,28 @@ _lock = threading.Lock()
 def tracer() -> trace.Tracer:
     """The platform's tracer (no-op until :func:`configure_tracing` installed a provider)."""
     return _TRACER
+
+
+@contextmanager
+def open_span(name: str, *, kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+              attributes: Attributes = None) -> Iterator[trace.Span]:
+    """A child span of the current one, current for the ``with`` block; an exception
+    leaving the block marks it failed by code, without its message (see the module)."""
+    with _TRACER.start_as_current_span(name, kind=kind, attributes=attributes,
+                                       record_exception=False,
+                                       set_status_on_exception=False) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            mark_failed(span, exc)
+            raise
+
+
+def mark_failed(span: trace.Span, exc: BaseException) -> None:
+    """Status error and ``error.type``: our error's code, else the exception's class."""
+    kind = exc.code.value if isinstance(exc, RagCoreError) else type(exc).__name__
+    span.set_attribute("error.type", kind)
+    span.set_status(trace.StatusCode.ERROR, kind)
 
 
 def tenant_hash(tenant: str, key: bytes) -> str:

@@ -28,9 +28,9 @@ from rag_core.common.metrics import (
     LLM_RETRIES,
     LLM_TOKENS,
 )
-from rag_core.common.tracing import tracer
+from rag_core.common.tracing import open_span
 from rag_core.llm.breaker_state import BreakerState
-from rag_core.llm.calls import CallOutcome, CallReport
+from rag_core.llm.calls import CallReport
 
 __all__ = ["BREAKER_STATE_VALUES", "call_span", "count_open_period", "observe_call",
            "show_breaker_state"]
@@ -45,7 +45,7 @@ _SYSTEM = "groq"  # the SDK in use; the endpoint may be any OpenAI-compatible se
 def call_span(model: str, *, max_tokens: int, temperature: float,
               json_output: bool) -> Iterator[trace.Span]:
     """The span of one LLM call (retries included), current for the ``with`` block."""
-    with tracer().start_as_current_span(
+    with open_span(
             f"chat {model}", kind=trace.SpanKind.CLIENT,
             attributes={"gen_ai.operation.name": "chat", "gen_ai.system": _SYSTEM,
                         "gen_ai.request.model": model,
@@ -56,7 +56,8 @@ def call_span(model: str, *, max_tokens: int, temperature: float,
 
 
 def observe_call(report: CallReport) -> None:
-    """Count the call and describe it on the current span (the call's own)."""
+    """Count the call and describe it on the current span (the call's own; a failed call
+    raises through it, which marks it with the error's code)."""
     LLM_CALLS.labels(report.outcome.value).inc()
     if report.retries:
         LLM_RETRIES.inc(report.retries)
@@ -79,10 +80,6 @@ def observe_call(report: CallReport) -> None:
             span.set_attribute("gen_ai.response.id", completion.response_id)
         if completion.finish_reason is not None:
             span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason])
-    if report.outcome is not CallOutcome.OK:
-        # The outcome, not the error text: that may quote the provider or the output.
-        span.set_attribute("error.type", report.outcome.value)
-        span.set_status(trace.StatusCode.ERROR, report.outcome.value)
 
 
 def show_breaker_state(breaker: str, state: BreakerState) -> None:
