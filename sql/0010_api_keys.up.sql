@@ -61,12 +61,13 @@ GRANT SELECT (key_id, tenant_id, name, created_at, revoked_at, replaced_by)
 -- nothing about why (unknown, revoked, wrong secret). The hash is compared in SQL, not in
 -- constant time: a timing difference could only tell how many leading characters of a
 -- sha256 an attacker got right, which without a preimage says nothing about the secret.
--- The SET clause restores app.api_key_id when the function returns, so the setting never
--- outlives the lookup in the caller's transaction; search_path is fixed against a caller's.
+-- app.api_key_id is cleared before the function returns, so it never outlives the lookup
+-- in the caller's transaction (an error in between aborts that transaction, which reverts
+-- the setting). Not a SET clause on the function: a role that is not a superuser may not
+-- attach one for a custom setting. search_path is fixed against a caller's.
 CREATE FUNCTION rag.api_key_tenant(p_key_id text, p_key_hash text) RETURNS text
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    SET app.api_key_id = ''
     AS $$
 DECLARE
     v_tenant text;
@@ -78,6 +79,7 @@ BEGIN
     PERFORM set_config('app.api_key_id', p_key_id, true);
     SELECT k.tenant_id INTO v_tenant FROM rag.api_keys k
      WHERE k.key_id = p_key_id AND k.key_hash = p_key_hash AND k.revoked_at IS NULL;
+    PERFORM set_config('app.api_key_id', '', true);
     RETURN v_tenant;
 END
 $$;

@@ -20,6 +20,7 @@ from rag_core.cli import (
     audit_commands,
     dbt_commands,
     ingest_commands,
+    key_commands,
     query_commands,
     quota_commands,
 )
@@ -47,6 +48,7 @@ tenant_app = typer.Typer(help="Tenant administration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(services_app, name="services")
 app.add_typer(tenant_app, name="tenant")
+key_commands.register(tenant_app)
 ingest_commands.register(app)
 query_commands.register(app)
 dbt_commands.register(app)

@@ -13,9 +13,9 @@ TENANT_TABLES: tuple[str, ...] = (
 # lookup that must run before any tenant is known: a SECURITY DEFINER function owned by the
 # owner, whom FORCEd RLS confines like every other role unless it is a superuser. Each is
 # for SELECT alone, for the table's owner alone, and admits only the row named by a setting
-# the function sets itself (and restores on return). rag doctor accepts such a policy only
-# by its (schema, table, name) and exactly this USING; anything else about it is judged
-# like any other policy. (schema, table, policy) -> its deparsed USING.
+# the function sets itself (and clears before returning). rag doctor accepts such a policy
+# only by its (schema, table, name) and exactly this USING; anything else about it is
+# judged like any other policy. (schema, table, policy) -> its deparsed USING.
 OWNER_LOOKUP_POLICIES: dict[tuple[str, str, str], str] = {
     # rag.api_key_tenant: the tenant of a live API key (migration 0010).
     ("rag", "api_keys", "api_key_resolution"):
