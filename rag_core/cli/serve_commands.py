@@ -22,6 +22,13 @@ from rag_core.config import get_settings
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")]
 
+# uvicorn's supervisor kills a worker that leaves a ping unanswered this long, and a worker
+# answers only once its spawned interpreter has imported the platform (uvicorn's 5 s default
+# is less than that import takes on a busy 2-core machine: every worker was killed during
+# start-up, forever). A worker that dies is replaced at once whatever this says; only a
+# wedged one waits this long.
+WORKER_HEALTHCHECK_S = 120
+
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
@@ -52,6 +59,7 @@ def serve(host: Annotated[str | None, typer.Option(help="address to listen on "
                   f"{workers} worker{'s' if workers > 1 else ''})", highlight=False)
     uvicorn.run("rag_core.api.app:create_app", factory=True, host=host, port=port,
                 workers=workers, loop="uvloop", http="httptools", access_log=False,
-                log_level="warning", timeout_graceful_shutdown=10)
+                log_level="warning", timeout_graceful_shutdown=10,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
     if as_json:
         emit_json({"ok": True, "host": host, "port": port, "workers": workers})
