@@ -23,6 +23,7 @@ from rag_core.cli import (
     key_commands,
     query_commands,
     quota_commands,
+    serve_commands,
 )
 from rag_core.cli._output import console, emit_json, err_console, fail_cleanly, options
 from rag_core.composition import Platform
@@ -54,6 +55,7 @@ query_commands.register(app)
 dbt_commands.register(app)
 audit_commands.register(app)
 quota_commands.register(app)
+serve_commands.register(app)
 
 
 def _mount_plugins(root: typer.Typer) -> None:
