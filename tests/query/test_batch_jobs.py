@@ -293,6 +293,16 @@ def test_a_live_lease_is_never_claimed_twice_and_a_lost_one_fences_its_writer(
     assert jobs.renew(third)
 
 
+def test_a_tenant_with_fewer_live_jobs_is_served_first(
+        jobs: BatchJobs, tenant: TenantId, other_tenant: TenantId) -> None:
+    first, second = jobs.submit(tenant, questions(1)), jobs.submit(tenant, questions(1))
+    later = jobs.submit(other_tenant, questions(1))  # newest, but its tenant runs nothing
+    claimed = [jobs.claim(f"fair-{n}", 10) for n in range(3)]
+    assert [c.batch_id if c else None for c in claimed] == [first.batch_id, later.batch_id,
+                                                            second.batch_id]
+    assert jobs.claim("fair-3", 10) is None
+
+
 def test_the_claim_function_refuses_bad_arguments_and_is_the_application_roles_only(
         batch_db: Database, admin_url: str) -> None:
     for owner, lease in (("", 1.0), ("w", 0.0), ("w", float("nan")), ("w", 1e9)):
