@@ -16,6 +16,10 @@ writing and flushing at once. Each rule below closes one way of losing or doubli
   ``audit-<pid>.<token>.flushing``) under the lock *before* reading it. An appender that
   comes next creates a new file; nothing is appended to a file after it was read, so the
   unlink after delivery cannot take an unread row with it.
+* **A live writer's segment is left to it.** A buffered writer
+  (:mod:`rag_core.query.audit_writer`) keeps its own pending file open under an exclusive
+  flock and claims it itself; a claim skips a pending file whose flock is held, and the
+  kernel drops that flock when the writer dies, so its file is then claimed like any other.
 * **A claimed file is worked on under its own non-blocking flock**: two flushers never
   deliver the same file, and a file left ``.flushing`` by a flusher that died is taken by
   the next flush. Delivery must be idempotent (the audit insert is ``ON CONFLICT DO
@@ -44,7 +48,7 @@ from typing import Any
 from rag_core.common.metrics import AUDIT_SPOOL_QUARANTINED
 from rag_core.common.processes import file_lock, fsync_folder
 
-__all__ = ["Deliver", "JsonlSpool", "Refusal", "SpoolFlush"]
+__all__ = ["Deliver", "JsonlSpool", "Refusal", "SpoolFlush", "encode_lines", "write_all"]
 
 _log = logging.getLogger(__name__)
 
@@ -86,8 +90,7 @@ class JsonlSpool:
         """Append one line per object; returns once they are on disk (fsynced)."""
         if not objects:
             return
-        payload = b"".join(json.dumps(o, separators=(",", ":")).encode("ascii") + b"\n"
-                           for o in objects)
+        payload = encode_lines(objects)
         self._prepare()
         path = self.folder / f"{self.name}-{os.getpid()}.jsonl"
         with file_lock(self._lock):
@@ -96,12 +99,52 @@ class JsonlSpool:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     payload = b"\n" + payload  # end a torn line before ours begins
-                _write_all(fd, payload)
+                write_all(fd, payload)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             if created:
                 fsync_folder(self.folder)
+
+    # --- a buffered writer's own segment ---------------------------------------------------
+    def segment_path(self, tag: str) -> Path:
+        """The pending file of one writer (``<name>-<tag>.jsonl``: flushed like any other)."""
+        return self.folder / f"{self.name}-{tag}.jsonl"
+
+    def open_segment(self, path: Path) -> int:
+        """An ``O_APPEND`` descriptor on the pending file ``path``, holding an exclusive
+        flock on it until it is closed: claims leave the file to its writer while it lives.
+        Taken under the folder lock, so no claim sees the file created but not yet locked.
+        The caller fsyncs the folder (the new name) when it syncs the file."""
+        self._prepare()
+        with file_lock(self._lock):
+            _, fd = _open_for_append(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    write_all(fd, b"\n")  # end a torn line before the writer's first
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    def claim_segment(self, path: Path) -> Path:
+        """Rename a writer's own pending file to a claimed name, as a claim does: the
+        writer's next line starts a new file, this one is delivered and unlinked."""
+        with file_lock(self._lock):
+            claimed = _claimed_name(path)
+            os.rename(path, claimed)
+        return claimed
+
+    def claimed_from(self, path: Path) -> list[Path]:
+        """The claimed files that were the pending file ``path`` (in name order)."""
+        return sorted(self.folder.glob(f"{path.stem}.*{_CLAIMED}"))
+
+    def drain_file(self, path: Path, deliver: Deliver) -> tuple[int, int] | None:
+        """Deliver one claimed file as :meth:`drain` does: (delivered, quarantined), or
+        None when another flusher has it (or has just finished it)."""
+        return self._drain_file(path, deliver)
 
     # --- reading ---------------------------------------------------------------------------
     def waiting(self) -> int:
@@ -146,9 +189,9 @@ class JsonlSpool:
     def _claim_pending(self) -> None:
         self._prepare()
         with file_lock(self._lock):
-            pending = self._pending()
+            pending = [path for path in self._pending() if not _held_by_its_writer(path)]
             for path in pending:
-                os.rename(path, path.with_name(f"{path.stem}.{uuid.uuid4().hex[:12]}{_CLAIMED}"))
+                os.rename(path, _claimed_name(path))
             if pending:
                 fsync_folder(self.folder)
 
@@ -184,7 +227,7 @@ class JsonlSpool:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
         try:
-            _write_all(fd, b"".join(line + b"\n" for line, _ in bad))
+            write_all(fd, b"".join(line + b"\n" for line, _ in bad))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -200,6 +243,31 @@ class JsonlSpool:
         folder.mkdir(mode=_FOLDER_MODE, parents=True, exist_ok=True)
         if folder.stat().st_mode & 0o077:
             folder.chmod(_FOLDER_MODE)  # made by an older version or a wide umask: tighten
+
+
+def encode_lines(objects: Sequence[dict[str, Any]]) -> bytes:
+    """One compact JSON line per object (ASCII, so a line's bytes never hold a newline)."""
+    return b"".join(json.dumps(o, separators=(",", ":")).encode("ascii") + b"\n"
+                    for o in objects)
+
+
+def _claimed_name(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.{uuid.uuid4().hex[:12]}{_CLAIMED}")
+
+
+def _held_by_its_writer(path: Path) -> bool:
+    """True if a live buffered writer holds ``path`` (or it is gone): not to be claimed."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the lock taken for the test
+    return False
 
 
 def _parse(line: bytes) -> tuple[dict[str, Any] | None, str]:
@@ -242,7 +310,7 @@ def _open_for_append(path: Path) -> tuple[bool, int]:
         return False, os.open(path, os.O_RDWR | os.O_APPEND)
 
 
-def _write_all(fd: int, payload: bytes) -> None:
+def write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
     while view:
         view = view[os.write(fd, view):]
