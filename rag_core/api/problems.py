@@ -53,6 +53,7 @@ _HTTP_STATUS_CODES: dict[int, ErrorCode] = {
     401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.INPUT_TOO_LARGE, 415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
+_NOT_JSON = "the body is not valid JSON"
 #: Retry-After when a dependency is down and nothing tells for how long.
 _DEFAULT_RETRY_AFTER_S = 5.0
 _TITLES: dict[int, str] = {
@@ -120,7 +121,7 @@ def _validation_problem(exc: RequestValidationError) -> JSONResponse:
     code = ErrorCode.INVALID_INPUT
     status = 422
     if first.get("type") == "json_invalid":
-        detail = "the body is not valid JSON"
+        detail = _NOT_JSON
     else:
         detail = f"{first['field'] or 'request'}: {first['message']}"
     return problem(code, detail, status=status, field=first["field"] or None, errors=errors)
@@ -141,6 +142,13 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers anything raised while it reads the body with a bare 400: our own
+        # size limit on a chunked body (RequestLimits) and bytes that are not UTF-8, which
+        # a JSON body must be. Each gets the answer it has everywhere else.
+        if isinstance(exc.__cause__, RagCoreError):
+            return error_problem(exc.__cause__)
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            return problem(ErrorCode.INVALID_INPUT, _NOT_JSON, status=422)
         code = _HTTP_STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_INPUT)
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code,
                                                                               "error")
