@@ -53,6 +53,7 @@ from rag_core.llm.prompts import PROMPT_VERSION
 from rag_core.ops import services
 from rag_core.query.answer_cache import AnswerCache
 from rag_core.query.audit import AuditLog, checked_audit_key
+from rag_core.query.audit_writer import BufferedAuditLog
 from rag_core.query.batch_jobs import BatchJobs
 from rag_core.query.batch_run import BatchFiles
 from rag_core.query.batch_worker import BatchWorker, default_owner
@@ -342,7 +343,8 @@ class Platform:
             rate_limiter=GuardedRateLimiter(RateLimiter(self.redis_control, limits),
                                             self.outages),
             quota=self.token_quota,
-            audit=self.audit_log,
+            # Serving: audited behind a buffer, no database round trip per request.
+            audit=self.buffered_audit_log if self.serving else self.audit_log,
             session_key=session_key(s), llm_slots=llm_slots, tenant_states=self.cache_epochs,
             trace_key=audit_hash_key(s))  # the tenant's hash on spans: the audit log's key
         self._flush_audit_spool()
@@ -363,6 +365,17 @@ class Platform:
         s = self.settings
         return AuditLog(self.database, s.audit_spool_dir or s.state_dir / "spool",
                         store_question=s.audit_question_storage, hash_key=audit_hash_key(s))
+
+    @cached_property
+    def buffered_audit_log(self) -> BufferedAuditLog:
+        """The write-behind audit sink of a serving process: rows spooled on write, inserted
+        by a writer thread (``RAG_API__AUDIT_FLUSH_*``), no database round trip per request;
+        its final flush runs when the platform closes."""
+        api = self.settings.api
+        writer = BufferedAuditLog(self.audit_log, flush_interval_s=api.audit_flush_interval_s,
+                                  flush_rows=api.audit_flush_rows)
+        self._closers.append(writer)
+        return writer
 
     def _flush_audit_spool(self) -> None:
         """Write what an earlier process (or this machine's last outage) left in the spool,
