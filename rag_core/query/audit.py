@@ -128,6 +128,9 @@ class AuditRecord:
             self.error_code = ErrorCode(self.error_code)
 
 
+_RECORD_FIELDS = dataclasses.fields(AuditRecord)
+
+
 @dataclass(frozen=True)
 class _StoredRow:
     """A record in the form it is stored and spooled: the question reduced to what the
@@ -138,8 +141,11 @@ class _StoredRow:
     storage: QuestionStorage
 
     def to_spool(self) -> dict[str, Any]:
+        # A shallow copy, encoded at once: dataclasses.asdict deep-copies, 25x the cost, and
+        # a buffered writer pays this on the hot path of every request.
+        record = {f.name: getattr(self.record, f.name) for f in _RECORD_FIELDS}
         return {"v": _SPOOL_FORMAT, "question_storage": self.storage,
-                "question_hash": self.question_hash, "record": dataclasses.asdict(self.record)}
+                "question_hash": self.question_hash, "record": record}
 
     @classmethod
     def from_spool(cls, obj: dict[str, Any], key: bytes) -> _StoredRow:
