@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the SDK and the exporter load only in a process that sends 
     from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = ["TENANT_HASH_ATTRIBUTE", "configure_tracing", "mark_failed", "open_span",
-           "tenant_hash", "tracer"]
+           "tenant_hash", "tracer", "tracing_enabled"]
 
 #: The span attribute that carries the tenant (as :func:`tenant_hash`, never the id).
 TENANT_HASH_ATTRIBUTE = "rag.tenant_hash"
@@ -51,6 +51,20 @@ _TENANT_HASH_HEX = 16
 # A proxy until a provider is installed, then delegating to it: safe to take at import.
 _TRACER = trace.get_tracer("rag_core")
 _lock = threading.Lock()
+_installed = False  # a provider that records was seen (it cannot be replaced afterwards)
+
+
+def tracing_enabled() -> bool:
+    """Whether spans can be recorded: a provider other than the API's placeholders is
+    installed (by :func:`configure_tracing` or by the embedding application). Checked
+    first by :func:`open_span`, so that a process without tracing skips the span machinery
+    (about 10 microseconds a span here) rather than building no-op spans."""
+    global _installed
+    if not _installed:
+        provider = trace.get_tracer_provider()
+        _installed = not isinstance(provider,
+                                    trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return _installed
 
 
 def tracer() -> trace.Tracer:
@@ -63,6 +77,9 @@ def open_span(name: str, *, kind: trace.SpanKind = trace.SpanKind.INTERNAL,
               attributes: Attributes = None) -> Iterator[trace.Span]:
     """A child span of the current one, current for the ``with`` block; an exception
     leaving the block marks it failed by code, without its message (see the module)."""
+    if not tracing_enabled():
+        yield trace.INVALID_SPAN
+        return
     with _TRACER.start_as_current_span(name, kind=kind, attributes=attributes,
                                        record_exception=False,
                                        set_status_on_exception=False) as span:
