@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from evaluations.cli import bench_embeddings, bench_index, bench_redaction
+from evaluations.cli import bench_embeddings, bench_index, bench_load, bench_redaction
 from rag_core.cli._output import console, emit_json, fail_cleanly
 from rag_core.composition import Platform
 from rag_core.config import get_settings, scifact_dir
@@ -19,6 +19,7 @@ bench_app = typer.Typer(help="Benchmarks (print numbers; not part of the test su
                         no_args_is_help=True)
 bench_embeddings.register(bench_app)
 bench_index.register(bench_app)
+bench_load.register(bench_app)
 bench_redaction.register(bench_app)
 
 
