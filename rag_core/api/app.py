@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from rag_core.api import docs, routes_batches, routes_health, routes_query
 from rag_core.api.middleware import RequestLimits, RequestTelemetry
 from rag_core.api.problems import install_problem_handlers
-from rag_core.common import tracing
+from rag_core.common import metrics, tracing
 from rag_core.composition import Platform, audit_hash_key
 from rag_core.config import Settings, get_settings
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing.configure_tracing("rag-api", endpoint=settings.otlp_traces_endpoint)
+        metrics.forget_dead_workers()
         await run_in_threadpool(_start, the_platform, run_batches=run_batches)
         app.state.platform = the_platform
         app.state.trace_key = audit_hash_key(settings)

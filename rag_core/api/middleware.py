@@ -99,12 +99,17 @@ class RequestTelemetry:
                 status = int(message["status"])
             await send(message)
 
+        # Exception text stays out of traces (it may name a tenant or quote a provider);
+        # a failure shows as the response status.
+        metrics.HTTP_REQUESTS_IN_FLIGHT.inc()
         with self._tracer.start_as_current_span(
                 f"{method} request", kind=trace.SpanKind.SERVER,
-                attributes={"http.request.method": method}) as span:
+                attributes={"http.request.method": method}, record_exception=False,
+                set_status_on_exception=False) as span:
             try:
                 await self.app(scope, receive, recorded)
             finally:
+                metrics.HTTP_REQUESTS_IN_FLIGHT.dec()
                 route = _route_template(scope)
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.route", route)

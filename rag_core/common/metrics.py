@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
+import psutil
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -54,12 +56,31 @@ from rag_core.common.metric_defs import (
 )
 
 __all__ = [
-    "AUDIT_SPOOL_QUARANTINED", "BREAKER_OPEN_SECONDS", "BREAKER_STATE", "CACHE_LOOKUPS",
-    "CONCURRENCY_WAITS", "CONCURRENCY_WAIT_SECONDS", "CROSS_TENANT_ROWS_BLOCKED",
-    "HTTP_REQUESTS", "HTTP_REQUESTS_IN_FLIGHT", "HTTP_REQUEST_SECONDS", "LIMIT_REJECTIONS",
-    "LLM_CALLS", "LLM_CALL_SECONDS", "LLM_RETRIES", "LLM_TOKENS", "MULTIPROC_DIR_VARIABLE",
-    "QUESTIONS", "REGISTRY", "STAGE_SECONDS", "Stage", "counter_value", "mark_worker_dead",
-    "multiprocess_dir", "render_metrics",
+    "AUDIT_SPOOL_QUARANTINED",
+    "BREAKER_OPEN_SECONDS",
+    "BREAKER_STATE",
+    "CACHE_LOOKUPS",
+    "CONCURRENCY_WAITS",
+    "CONCURRENCY_WAIT_SECONDS",
+    "CROSS_TENANT_ROWS_BLOCKED",
+    "HTTP_REQUESTS",
+    "HTTP_REQUESTS_IN_FLIGHT",
+    "HTTP_REQUEST_SECONDS",
+    "LIMIT_REJECTIONS",
+    "LLM_CALLS",
+    "LLM_CALL_SECONDS",
+    "LLM_RETRIES",
+    "LLM_TOKENS",
+    "MULTIPROC_DIR_VARIABLE",
+    "QUESTIONS",
+    "REGISTRY",
+    "STAGE_SECONDS",
+    "Stage",
+    "counter_value",
+    "forget_dead_workers",
+    "mark_worker_dead",
+    "multiprocess_dir",
+    "render_metrics",
 ]
 
 #: The variable prometheus_client itself reads to choose its multiprocess value class.
@@ -99,6 +120,24 @@ def mark_worker_dead(pid: int) -> None:
     folder = multiprocess_dir()
     if folder is not None:
         _mark_process_dead(pid, folder)
+
+
+def forget_dead_workers() -> list[int]:
+    """Forget the live-only gauges of every worker whose process is gone (called by each
+    worker at start: uvicorn replaces a dead worker, and the newcomer cleans up after it,
+    with no hook in the supervisor needed). Returns the pids forgotten."""
+    folder = multiprocess_dir()
+    if folder is None:
+        return []
+    pids = set()
+    for path in Path(folder).glob("*.db"):
+        tail = path.stem.rsplit("_", 1)[-1]  # gauge_livesum_<pid>.db, counter_<pid>.db
+        if tail.isdigit():
+            pids.add(int(tail))
+    dead = sorted(pid for pid in pids if not psutil.pid_exists(pid))
+    for pid in dead:
+        mark_worker_dead(pid)
+    return dead
 
 
 def counter_value(counter: Counter) -> float:
