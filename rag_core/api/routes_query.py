@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from rag_core.api.auth import authenticated_tenant
-from rag_core.api.problems import problem
+from rag_core.api.problems import PROBLEM_MEDIA_TYPE, problem
 from rag_core.api.schemas import AnswerOut, ProblemOut, QueryRequest
 from rag_core.codes import ErrorCode
 from rag_core.common.tenancy import TenantId
@@ -22,11 +22,14 @@ from rag_core.errors import InputTooLargeError
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
+#: Problem responses, their schema under application/problem+json alone: a ``model`` would
+#: put it under application/json, a media type no error of the API has.
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProblemOut, "description": description,
-             "content": {"application/problem+json": {}}}
+    status: {"description": description,
+             "content": {PROBLEM_MEDIA_TYPE: {"schema": ProblemOut.model_json_schema()}}}
     for status, description in [
         (401, "no API key, or not a valid one"),
+        (404, "no such batch (or another tenant's), or the key's tenant no longer exists"),
         (413, "the body or the question is too large"),
         (415, "the body is not application/json"),
         (422, "the request is not valid (the problem names the field)"),

@@ -11,8 +11,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 _REQUEST = ConfigDict(extra="forbid", frozen=True)
+#: A question PostgreSQL can store: no NUL. Documented only: the query path refuses one
+#: itself (invalid_question, naming where it is) and audits that like any answer.
+_STORABLE: JsonDict = {"pattern": r"^[^\x00]*$"}
 
 #: Hard ceilings whatever the settings say (the settings' own upper bounds).
 QUESTION_CHARS_CEILING = 100_000
@@ -23,11 +27,16 @@ class QueryRequest(BaseModel):
     model_config = _REQUEST
 
     question: str = Field(min_length=1, max_length=QUESTION_CHARS_CEILING,
+                          json_schema_extra=_STORABLE,
                           description="the question (at most RAG_MAX_QUESTION_CHARS "
-                                      "characters)")
-    session_id: str | None = Field(default=None, min_length=1, max_length=200,
-                                   description="groups a conversation's questions (stored "
-                                               "only as a keyed hash)")
+                                      "characters, no NUL)")
+    # The shape rag_core.query.sessions accepts: documented so a client knows it.
+    session_id: str | None = Field(default=None, min_length=43, max_length=256,
+                                   pattern=r"^[A-Za-z0-9_-]+$",
+                                   description="groups a conversation's questions: 43-256 "
+                                               "URL-safe base64 characters, as from "
+                                               "secrets.token_urlsafe(32) (stored only as a "
+                                               "keyed hash)")
 
 
 class BatchQuestion(BaseModel):
@@ -35,8 +44,11 @@ class BatchQuestion(BaseModel):
 
     id: str | None = Field(default=None, min_length=1, max_length=200,
                            pattern=r"^[A-Za-z0-9_.:-]+$",
-                           description="the question's id in events (default q1, q2, ...)")
-    question: str = Field(min_length=1, max_length=QUESTION_CHARS_CEILING)
+                           description="the question's id in events, unique in the batch "
+                                       "(default q<position>: q1, q2, ...)")
+    question: str = Field(min_length=1, max_length=QUESTION_CHARS_CEILING,
+                          json_schema_extra=_STORABLE,
+                          description="at most RAG_MAX_QUESTION_CHARS characters, no NUL")
 
 
 class BatchRequest(BaseModel):
