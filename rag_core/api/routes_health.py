@@ -62,7 +62,7 @@ def readyz(request: Request) -> Any:
         "redis_cache": _timed(lambda: platform.redis.ping()),
         "redis_control": _timed(lambda: platform.redis_control.ping()),
         "breaker": _timed(breaker),
-        "audit_writer": _timed(lambda: platform.buffered_audit_log.stats()),
+        "audit_writer": _timed(lambda: platform.buffered_audit_log.stats().as_dict()),
     }
     ready = checks["database"]["ok"]
     body = {"status": "ready" if ready else "not_ready", "checks": checks}

@@ -38,6 +38,7 @@ def test_health_and_readiness(api: Api) -> None:
     assert checks["database"]["ok"] and checks["redis_cache"]["ok"]
     assert checks["redis_control"]["ok"]
     assert checks["breaker"]["state"] == "closed"
+    assert checks["audit_writer"]["ok"] and checks["audit_writer"]["failures"] == 0
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
