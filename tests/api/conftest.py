@@ -86,8 +86,11 @@ def serve(db: Database, embedder: Embedder,
 
 
 @pytest.fixture(scope="module")
-def api(api_settings: Settings, serve: Callable[..., ApiServer], corpus_tenant: TenantId,
+def api(api_settings: Settings, corpus_tenant: TenantId, serve: Callable[..., ApiServer],
         module_fake_llm: FakeGroqServer) -> Api:
+    # The tenant before the server, so the server (and its batch runner, perhaps still
+    # answering the tenant's batches) stops before the tenant is deleted: deleting it under
+    # a running batch can deadlock with the runner's writes.
     server = serve(api_settings)
     platform = server.platform
     issued = platform.api_keys.create(corpus_tenant, "tests")
