@@ -82,6 +82,27 @@ class CachedKeyResolver:
     def ttl_s(self) -> float:
         return self._ttl_s
 
+    def kept(self, key: str) -> tuple[bool, TenantId | None]:
+        """What :meth:`resolve` would answer from memory alone: ``(True, tenant or None)``
+        for a kept answer and for a string that is not a key (refused without a lookup),
+        ``(False, None)`` when only the database can tell. No I/O, so an event loop may
+        call it and hand only the misses to a thread."""
+        parsed = parse_key(key)
+        if parsed is None:
+            return True, None
+        return self._kept(parsed.key_hash)
+
+    def _kept(self, digest: str) -> tuple[bool, TenantId | None]:
+        if self._ttl_s <= 0:
+            return False, None
+        now = self._clock()
+        with self._lock:
+            for kept in (self._live, self._refused):
+                found, answer = kept.get(digest, now)
+                if found:
+                    return True, answer
+        return False, None
+
     def resolve(self, key: str) -> TenantId | None:
         """The tenant of ``key`` if it is a live key (as of at most ``ttl_s`` ago), else
         None. Database errors propagate and are not kept."""
@@ -89,13 +110,9 @@ class CachedKeyResolver:
         if parsed is None:
             return None
         digest = parsed.key_hash
-        if self._ttl_s > 0:
-            now = self._clock()
-            with self._lock:
-                for kept in (self._live, self._refused):
-                    found, answer = kept.get(digest, now)
-                    if found:
-                        return answer
+        found, answer = self._kept(digest)
+        if found:
+            return answer
         tenant = self._source.resolve(key)
         if self._ttl_s > 0:
             expires = self._clock() + self._ttl_s

@@ -435,3 +435,20 @@ def test_concurrent_resolutions_agree(keys: ApiKeys, counted: CountingKeys,
     assert wrong == []
     # A key missed by several threads at once may be looked up by each of them, no more.
     assert len(issued) <= counted.lookups <= len(issued) * len(threads)
+
+
+def test_kept_answers_from_memory_only_and_never_asks_the_database(
+        keys: ApiKeys, counted: CountingKeys, make_tenant: Callable[[], TenantId]) -> None:
+    tenant = make_tenant()
+    issued = keys.create(tenant)
+    clock = Clock()
+    resolver = CachedKeyResolver(counted, ttl_s=5.0, clock=clock)
+
+    assert resolver.kept(issued.key) == (False, None)  # only the database can tell yet
+    assert resolver.kept("not a key") == (True, None)  # refused without any lookup
+    assert resolver.resolve(issued.key) == tenant
+    assert resolver.kept(issued.key) == (True, tenant)
+    clock.now += 5.1  # past ttl: the database must be asked again
+    assert resolver.kept(issued.key) == (False, None)
+    assert CachedKeyResolver(counted, ttl_s=0).kept(issued.key) == (False, None)
+    assert counted.lookups == 1
