@@ -33,9 +33,9 @@ def bench_load(
     uncached_duration: Annotated[int | None, typer.Option(
         min=1, help="seconds of the uncached phase (default 10)")] = None,
     connections: Annotated[int | None, typer.Option(
-        min=1, help="wrk connections, cached phase (default 32)")] = None,
+        min=1, help="wrk connections, cached phase (default 16)")] = None,
     uncached_connections: Annotated[int | None, typer.Option(
-        min=1, help="wrk connections, uncached phase (default 8)")] = None,
+        min=1, help="wrk connections, uncached phase (default 4)")] = None,
     workers: Annotated[int | None, typer.Option(
         min=1, max=64, help="rag serve worker processes (default 2)")] = None,
     docs: Annotated[int | None, typer.Option(min=5, help="SciFact abstracts (default 200)")]
