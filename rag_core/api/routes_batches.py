@@ -13,11 +13,11 @@ that does not exist.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -120,6 +120,6 @@ async def batch_events(batch_id: str, tenant: Tenant, request: Request,
                 if event.kind == "summary":
                     return
             if not events:
-                await anyio.sleep(poll_s)
+                await asyncio.sleep(poll_s)
 
     return EventSourceResponse(stream(), ping=platform.settings.api.sse_ping_s)

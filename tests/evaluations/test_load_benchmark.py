@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import psycopg
-import pytest
 from typer.testing import CliRunner
 
 from rag_core.config import Settings
@@ -33,8 +32,8 @@ def _tenants(settings: Settings) -> int:
 
 def test_quick_run_answers_every_request_and_audits_each(
         settings: Settings, redis_server: EmbeddedRedis, tmp_path: Path) -> None:
-    if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (scripts/system-packages.sh installs it)")
+    # The suite never skips for want of a tool: scripts/test.sh installs wrk.
+    assert shutil.which("wrk") is not None, "wrk is missing: run scripts/system-packages.sh"
     reports = tmp_path / "reports"
     env = cli_environment(RAG_STATE_DIR=str(TEST_STATE_DIR),
                           RAG_EMBEDDED_DATABASE=settings.embedded_database,
