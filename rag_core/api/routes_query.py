@@ -8,17 +8,18 @@ answer.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from rag_core.api.auth import authenticated_tenant
-from rag_core.api.problems import PROBLEM_MEDIA_TYPE, problem
+from rag_core.api.problems import PROBLEM_MEDIA_TYPE, error_problem, problem
 from rag_core.api.schemas import AnswerOut, ProblemOut, QueryRequest
 from rag_core.codes import ErrorCode
 from rag_core.common.tenancy import TenantId
-from rag_core.errors import InputTooLargeError
+from rag_core.errors import InputTooLargeError, InvalidQuestionError
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
@@ -44,15 +45,28 @@ Tenant = Annotated[TenantId, Depends(authenticated_tenant)]
              summary="Answer one question from the tenant's documents")
 def query(body: QueryRequest, tenant: Tenant, request: Request) -> Any:
     platform = request.app.state.platform
-    limit = platform.settings.max_question_chars
-    if len(body.question) > limit:
-        raise InputTooLargeError("the question", len(body.question), limit, "characters",
-                                 "RAG_MAX_QUESTION_CHARS")
-    answer = platform.query_service.ask(tenant, body.question, session_id=body.session_id)
-    data = answer.as_dict()
+    try:
+        # The query service checks the configured limits itself, so a refused question is
+        # audited like any other (RAG_MAX_QUESTION_CHARS: 413 naming the field).
+        answer = platform.query_service.ask(tenant, body.question, session_id=body.session_id)
+    except (InputTooLargeError, InvalidQuestionError) as exc:
+        return error_problem(exc, field="question")
     if answer.error_code is None:
-        return JSONResponse(data)
+        return JSONResponse(answer.as_dict())
     code = ErrorCode(answer.error_code)
-    return problem(code, answer.error or code.value, field="question"
-                   if code.category.value == "invalid_input" else None,
-                   retry_after_s=answer.retry_after_s)
+    retry_after = answer.retry_after_s
+    if code is ErrorCode.CIRCUIT_OPEN and retry_after is None:
+        retry_after = _breaker_retry_after(platform)
+    return problem(code, answer.error or code.value, retry_after_s=retry_after)
+
+
+def _breaker_retry_after(platform: Any) -> float | None:
+    """Seconds until the LLM's breaker lets a probe through, when Redis can tell."""
+    client = platform.llm_client
+    if client is None:
+        return None
+    snapshot = client.breaker.snapshot()
+    if snapshot.open_until is None:
+        return None
+    # The breaker's clock is epoch seconds in every process (rag_core.llm.breaker).
+    return max(0.0, float(snapshot.open_until) - time.time())

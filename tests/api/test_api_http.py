@@ -4,6 +4,7 @@ with their Server-Sent Events, health, metrics and the OpenAPI document."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import psycopg
@@ -192,7 +193,7 @@ def test_a_chunked_body_over_the_limit_is_413_and_a_body_not_utf8_is_invalid_jso
     # JSON syntax error.
     limit = api.platform.settings.api.max_body_bytes
 
-    def chunks() -> object:
+    def chunks() -> Iterator[bytes]:
         yield b'{"question": "'
         for _ in range(limit // 4096 + 1):
             yield b"a" * 4096
