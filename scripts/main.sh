@@ -23,3 +23,5 @@ mkdir -p .rag/demo
 .venv/bin/rag batch data/scifact/queries.jsonl --tenant "$DEMO_TENANT" --limit "${RAG_DEMO_QUESTIONS:-50}" \
     --out .rag/demo/answers.jsonl
 echo "answers written to .rag/demo/answers.jsonl"
+echo "serve it over HTTP: .venv/bin/rag tenant key create $DEMO_TENANT --name demo, then"
+echo "  .venv/bin/rag serve  (batch page: http://127.0.0.1:8000/ui/, API docs: /docs)"
