@@ -4,7 +4,10 @@ answers batch prompts correctly, and services built the way the product builds t
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +20,16 @@ from rag_core.composition import Platform
 from rag_core.config import RateLimitPolicy, Settings
 from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
+from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.ingestion.runner import run_ingestion
+from rag_core.ops import services
 from rag_core.query.service import QueryService
 from rag_core.redis.embedded import EmbeddedRedis
 from rag_core.retrieval.vector_store import VectorStore
 from rag_testing.fake_groq import FakeGroqServer, answering_responder
+from tests.conftest import REPO_ROOT, make_settings
 from tests.ingestion.conftest import scifact_records
 
 
@@ -37,8 +43,6 @@ def corpus_tenant(settings: Settings, embedder: Embedder,
     folder = tmp_path_factory.mktemp("corpus")
     source = folder / "corpus.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in scifact_records(40, start=1000)))
-    from rag_core.ops import services
-
     with services.open_database(settings) as db:
         run_ingestion(db, embedder, VectorStore(db, settings), tenant, source)
     yield tenant
@@ -71,6 +75,27 @@ def make_service(settings: Settings, db: Database, embedder: Embedder,
                         redis_url=redis_url or redis_server.url()).query_service
 
     return factory
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[tuple[EmbeddedPostgres, Settings]]:
+    """A migrated PostgreSQL server of the module's own, for tests that stop it (the shared
+    test server is never stopped). Under the repository's .rag, not /tmp: the server's OS
+    user must traverse the parents."""
+    root = REPO_ROOT / ".rag" / "test-faults"
+    root.mkdir(parents=True, exist_ok=True)
+    state = root / f"{os.getpid()}-{time.monotonic_ns()}"
+    state.mkdir()
+    server = EmbeddedPostgres(state)
+    server.start()
+    try:
+        services.ensure_embedded_database(state, "rag")
+        settings = make_settings(state_dir=state)
+        services.upgrade_database(settings)
+        yield server, settings
+    finally:
+        server.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def audit_rows(db: Database, tenant: TenantId, since_id: int = 0) -> list[dict[str, Any]]:

@@ -11,9 +11,7 @@ for the writer thread is a bounded poll of the database, never a sleep that hope
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +42,7 @@ from rag_core.query.audit import AUDIT_SPOOLED, AuditLog, AuditRecord
 from rag_core.query.audit_writer import AUDIT_WRITER_RESTARTS, BufferedAuditLog
 from rag_core.redis.embedded import EmbeddedRedis
 from tests.cli.test_failures import RAG
-from tests.conftest import REPO_ROOT, TEST_STATE_DIR, cli_environment, make_settings
+from tests.conftest import REPO_ROOT, TEST_STATE_DIR, cli_environment
 
 KEY = secrets.token_hex(32)
 
@@ -361,25 +359,6 @@ def test_a_serving_platform_audits_its_queries_through_the_buffered_log(
 
 
 # --- a stopped database ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def private_pg() -> Iterator[tuple[EmbeddedPostgres, Settings]]:
-    """A server of this module's own: the shared test server is never stopped."""
-    root = REPO_ROOT / ".rag" / "test-faults"  # the server's OS user must traverse parents
-    root.mkdir(parents=True, exist_ok=True)
-    state = root / f"{os.getpid()}-{time.monotonic_ns()}"
-    state.mkdir()
-    server = EmbeddedPostgres(state)
-    server.start()
-    try:
-        services.ensure_embedded_database(state, "rag")
-        settings = make_settings(state_dir=state)
-        services.upgrade_database(settings)
-        yield server, settings
-    finally:
-        server.stop()
-        shutil.rmtree(state, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_with_the_database_stopped_write_returns_and_the_rows_land_once_it_is_back(
         private_pg: tuple[EmbeddedPostgres, Settings], spool_dir: Path) -> None:

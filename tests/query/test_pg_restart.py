@@ -11,10 +11,7 @@ the outage begins and ends at known points of the run, not after a sleep.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +35,6 @@ from rag_core.query.batch_run import Question, run_batch
 from rag_core.redis.embedded import EmbeddedRedis
 from rag_core.retrieval.vector_store import VectorStore
 from rag_testing.fake_groq import FakeGroqServer, FakeResponse, RecordedRequest, answering_responder
-from tests.conftest import REPO_ROOT, make_settings
 from tests.ingestion.conftest import scifact_records
 
 pytestmark = pytest.mark.slow
@@ -57,25 +53,6 @@ CLAIMS = [
     "Coffee consumption is linked to liver health.",
     "Breastfeeding lowers the risk of infant infections.",
 ]
-
-
-@pytest.fixture(scope="module")
-def private_pg() -> Iterator[tuple[EmbeddedPostgres, Settings]]:
-    # Under the repository's .rag, not /tmp: the server's OS user must traverse the parents.
-    root = REPO_ROOT / ".rag" / "test-faults"
-    root.mkdir(parents=True, exist_ok=True)
-    state = root / f"{os.getpid()}-{time.monotonic_ns()}"
-    state.mkdir()
-    server = EmbeddedPostgres(state)
-    server.start()
-    try:
-        services.ensure_embedded_database(state, "rag")
-        settings = make_settings(state_dir=state)
-        services.upgrade_database(settings)
-        yield server, settings
-    finally:
-        server.stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
