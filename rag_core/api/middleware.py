@@ -8,31 +8,20 @@ request than everything a cached answer does, and it breaks streaming (the SSE r
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rag_core.api.problems import problem
 from rag_core.codes import ErrorCode
 from rag_core.common import metrics
 from rag_core.errors import InputTooLargeError
 
-Sink = Callable[[Message], Awaitable[None]]
-
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _JSON = b"application/json"
-
-
-async def _send_problem(send: Send, status: int, code: ErrorCode, detail: str) -> None:
-    body = json.dumps({"type": f"/problems/{code.value}", "title": detail, "status": status,
-                       "detail": detail, "code": code.value}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/problem+json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class RequestLimits:
@@ -51,15 +40,16 @@ class RequestLimits:
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if media_type != _JSON:
             shown = media_type.decode("latin-1")[:80] or "none"
-            await _send_problem(send, 415, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                                f"the body must be application/json, not {shown!r}")
+            await problem(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                          f"the body must be application/json, not {shown!r}")(
+                scope, receive, send)
             return
         declared = headers.get(b"content-length")
         limit = self.max_body_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _send_problem(send, 413, ErrorCode.INPUT_TOO_LARGE,
-                                f"the request body is {declared.decode('latin-1')[:20]} "
-                                f"bytes, more than {limit} (RAG_API__MAX_BODY_BYTES)")
+            await problem(ErrorCode.INPUT_TOO_LARGE,
+                          f"the request body is {declared.decode('latin-1')[:20]} bytes, "
+                          f"more than {limit} (RAG_API__MAX_BODY_BYTES)")(scope, receive, send)
             return
         received = 0
 
