@@ -40,6 +40,7 @@ __all__ = [
     "FakeResponse",
     "RecordedRequest",
     "Responder",
+    "answering_after",
     "answering_responder",
     "chat_completion",
     "echo_responder",
@@ -206,6 +207,16 @@ def answering_responder(request: RecordedRequest) -> FakeResponse:
     prompt_chars = sum(len(str(m.get("content", ""))) for m in request.messages)
     return chat_completion(content, prompt_tokens=max(1, prompt_chars // 4),
                            completion_tokens=max(1, len(content) // 4))
+
+
+def answering_after(delay_s: float) -> Responder:
+    """:func:`answering_responder` whose every reply takes ``delay_s`` seconds: a provider
+    of fixed latency (benchmarks; a batch slow enough to be interrupted)."""
+
+    def responder(request: RecordedRequest) -> FakeResponse:
+        return slow(answering_responder(request), delay_s)
+
+    return responder
 
 
 # --- the server ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from rag_core.composition import Platform
 from rag_core.config import scifact_dir
 from rag_core.db import tenant_admin
 from rag_core.errors import BenchmarkError
-from rag_testing.fake_groq import FakeGroqServer, FakeResponse, RecordedRequest, answering_responder
+from rag_testing.fake_groq import FakeGroqServer, answering_after
 from rag_testing.serve_process import ServeProcess
 
 __all__ = ["run_load_benchmark"]
@@ -46,15 +46,6 @@ Note = Callable[[str], None]
 
 def _quiet(message: str) -> None:
     """The default progress sink: says nothing."""
-
-
-def _fixed_latency(delay_s: float) -> Callable[[RecordedRequest], FakeResponse]:
-    def responder(request: RecordedRequest) -> FakeResponse:
-        response = answering_responder(request)
-        return FakeResponse(status=response.status, body=response.body,
-                            headers=response.headers, delay_s=delay_s)
-
-    return responder
 
 
 def _ingest_tenant(platform: Platform, docs: int, work_dir: Path) -> TenantId:
@@ -114,7 +105,7 @@ def run_load_benchmark(platform: Platform, config: LoadBenchConfig, work_dir: Pa
     try:
         key = platform.api_keys.create(tenant, "load-bench").key
         questions = _claims(config.warm_questions)
-        with FakeGroqServer(default=_fixed_latency(config.llm_latency_ms / 1000)) as llm:
+        with FakeGroqServer(default=answering_after(config.llm_latency_ms / 1000)) as llm:
             env = svc.service_environment(settings, llm_base_url=llm.base_url,
                                           key_prefix=prefix, spool_dir=work_dir / "spool")
             note(f"starting rag serve --workers {config.workers}")

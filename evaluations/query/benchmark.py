@@ -37,7 +37,7 @@ from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.query.service import QueryService
-from rag_testing.fake_groq import FakeGroqServer, FakeResponse, RecordedRequest, answering_responder
+from rag_testing.fake_groq import FakeGroqServer, answering_after
 
 __all__ = ["QueryBenchmarkResult", "run_query_benchmark"]
 
@@ -82,15 +82,6 @@ class QueryBenchmarkResult:
                       "batch_one_call": self.batch_llm_calls == 1,
                       "batch_tokens_le_half": self.batch_tokens <= 0.5 * self.single_tokens},
         }
-
-
-def _fixed_latency(delay_s: float) -> Callable[[RecordedRequest], FakeResponse]:
-    def responder(request: RecordedRequest) -> FakeResponse:
-        response = answering_responder(request)
-        return FakeResponse(status=response.status, body=response.body,
-                            headers=response.headers, delay_s=delay_s)
-
-    return responder
 
 
 def _questions(dataset_dir: Path, n: int) -> list[str]:
@@ -141,7 +132,7 @@ def run_query_benchmark(settings: Settings, db: Database, embedder: Embedder, *,
     tenant = _ingest_tenant(settings, db, embedder, dataset_dir, docs)
     asked = _questions(dataset_dir, questions)
     try:
-        with FakeGroqServer(default=_fixed_latency(llm_latency_ms / 1000)) as fake:
+        with FakeGroqServer(default=answering_after(llm_latency_ms / 1000)) as fake:
             service = _service(settings, db, embedder, fake)
             service.ask(tenant, "warm-up question about proteins")  # load paths, pools
             uncached = [_timed(partial(service.ask, tenant, q))[1] for q in asked]

@@ -36,7 +36,7 @@ from rag_core.config import Settings
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.redis.embedded import EmbeddedRedis, RedisServer
-from rag_testing.fake_groq import FakeGroqServer, FakeResponse, RecordedRequest, answering_responder
+from rag_testing.fake_groq import FakeGroqServer, answering_after, answering_responder
 from rag_testing.serve_process import ServeProcess
 from tests.conftest import cli_environment
 
@@ -244,12 +244,6 @@ def test_killing_redis_during_a_load_run_fails_no_request(
 
 
 # --- a worker killed while it runs a batch -------------------------------------------------
-def _slow_answers(request: RecordedRequest) -> FakeResponse:
-    response = answering_responder(request)
-    return FakeResponse(status=response.status, body=response.body,
-                        headers=response.headers, delay_s=LLM_CALL_S)
-
-
 def _job(settings: Settings, batch_id: str) -> tuple[str, str | None, int, int]:
     """(status, lease_owner, attempts, answer events) of a batch, read as the admin."""
     with psycopg.connect(resolve_targets(settings).admin_url, autocommit=True) as conn:
@@ -269,7 +263,7 @@ def _owner_pid(owner: str) -> int:
 def test_killing_the_worker_running_a_batch_loses_no_request_and_no_question(
         settings: Settings, corpus_tenant: TenantId, api_key: str, fake_llm: FakeGroqServer,
         redis_server: EmbeddedRedis, tmp_path: Path) -> None:
-    fake_llm.set_default(_slow_answers)
+    fake_llm.set_default(answering_after(LLM_CALL_S))
     env = _service_env(settings, fake_llm, tmp_path, redis_url=redis_server.url(),
                        control_url=redis_server.control_url(), RAG_BATCH_SIZE="5",
                        RAG_API__BATCH_LEASE_S="2")
