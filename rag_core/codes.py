@@ -106,6 +106,12 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     # anything not raised on purpose
+    # feature flags and rollouts
+    UNKNOWN_FLAG = "unknown_flag"
+    INVALID_FLAG = "invalid_flag"
+    ROLLOUT_REFUSED = "rollout_refused"
+    ROLLOUT_ROLLED_BACK = "rollout_rolled_back"
+
     INTERNAL_ERROR = "internal_error"
 
     @property
@@ -125,7 +131,8 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
         _C.SOURCE_INVALID, _C.DATASET_INVALID, _C.INVALID_TOKEN_COUNT, _C.INVALID_SESSION_ID,
         _C.SESSION_KEY_TOO_SHORT, _C.DIMENSION_MISMATCH, _C.INVALID_TENANT_ID,
         _C.UNKNOWN_TENANT, _C.UNKNOWN_EMBEDDING_MODEL, _C.REQUEST_REJECTED, _C.NO_DOCUMENTS,
-        _C.NOT_FOUND, _C.UNSUPPORTED_MEDIA_TYPE, _C.METHOD_NOT_ALLOWED,
+        _C.NOT_FOUND, _C.UNSUPPORTED_MEDIA_TYPE, _C.METHOD_NOT_ALLOWED, _C.UNKNOWN_FLAG,
+        _C.INVALID_FLAG,
     ], ErrorCategory.INVALID_INPUT),
     **dict.fromkeys([
         _C.DATABASE_UNAVAILABLE, _C.DATABASE_ERROR, _C.EMBEDDED_SERVER_FAILED,
@@ -136,13 +143,13 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
     **dict.fromkeys([
         _C.CROSS_TENANT_BLOCKED, _C.UNSAFE_DATABASE_ROLE, _C.MIGRATION_EDITED,
         _C.WRITE_REFUSED,
-        _C.PATH_OUTSIDE_ROOTS, _C.UNAUTHORIZED,
+        _C.PATH_OUTSIDE_ROOTS, _C.UNAUTHORIZED, _C.ROLLOUT_REFUSED,
     ], ErrorCategory.REFUSED),
     **dict.fromkeys([
         _C.RATE_LIMITED, _C.QUOTA_EXCEEDED, _C.CONCURRENCY_TIMEOUT,
     ], ErrorCategory.LIMITED),
     **dict.fromkeys([
-        _C.MIGRATION_FAILED, _C.PARTIAL, _C.BENCHMARK_FAILED,
+        _C.MIGRATION_FAILED, _C.PARTIAL, _C.BENCHMARK_FAILED, _C.ROLLOUT_ROLLED_BACK,
     ], ErrorCategory.FAILED),
     _C.INTERNAL_ERROR: ErrorCategory.INTERNAL,
 }

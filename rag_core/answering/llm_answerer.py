@@ -47,6 +47,7 @@ from rag_core.llm.calls import CallReport, Completion
 from rag_core.llm.client import LLMClient
 from rag_core.llm.prompts import (
     PROMPT_VERSION,
+    PROMPT_VERSIONS,
     BuiltPrompt,
     build_batch_prompt,
     build_single_prompt,
@@ -130,11 +131,11 @@ def _open_gate() -> AbstractContextManager[object]:
 class LLMBatchAnswerer(AnswererBase):
     """Answers up to ``max_batch_size`` (1..5) questions per LLM call; see the module doc.
 
-    ``prompt_version`` is the label recorded with every result (the prompt text itself comes
-    from :mod:`rag_core.llm.prompts`; pass its :data:`PROMPT_VERSION` unless you are labelling
-    an experiment). ``max_tokens_per_answer`` sizes the completion budget of a call
-    (``per_answer * questions + 64`` for the JSON around the answers): a reply cut off at
-    the limit is not valid JSON, and every question of the batch would be retried alone.
+    ``prompt_version`` is the wording sent (one of
+    :data:`~rag_core.llm.prompts.PROMPT_VERSIONS`) and the label recorded with every result.
+    ``max_tokens_per_answer`` sizes the completion budget of a call (``per_answer *
+    questions + 64`` for the JSON around the answers): a reply cut off at the limit is not
+    valid JSON, and every question of the batch would be retried alone.
     """
 
     def __init__(self, client: LLMClient, *, max_batch_size: int = MAX_BATCH_SIZE,
@@ -143,6 +144,8 @@ class LLMBatchAnswerer(AnswererBase):
         super().__init__(max_batch_size)
         if max_tokens_per_answer < 1:
             raise ValueError(f"max_tokens_per_answer must be >= 1, got {max_tokens_per_answer}")
+        if prompt_version not in PROMPT_VERSIONS:
+            raise ValueError(f"unknown prompt version {prompt_version!r}")
         self._client = client
         self.prompt_version = prompt_version
         self.max_tokens_per_answer = max_tokens_per_answer
@@ -163,7 +166,7 @@ class LLMBatchAnswerer(AnswererBase):
         started = time.monotonic()
         tallies = [_Tally(item, self._client.config.model, started) for item in items]
 
-        prompt = build_batch_prompt(items)
+        prompt = build_batch_prompt(items, self.prompt_version)
         outcome = self._call(prompt, gate, len(items))
         for tally in tallies:
             tally.saw(outcome)
@@ -218,7 +221,7 @@ class LLMBatchAnswerer(AnswererBase):
                 continue
             tally.retried_alone = True
             question_id = tally.item.question_id
-            prompt = build_single_prompt(tally.item)
+            prompt = build_single_prompt(tally.item, self.prompt_version)
             outcome = self._call(prompt, gate, 1)
             tally.saw(outcome)
             if outcome.completion is None:

@@ -194,6 +194,17 @@ class Settings(BaseSettings):
 
     # --- query path ------------------------------------------------------------------------
     retrieval_k: int = Field(default=5, ge=1, le=100)
+    retrieval_mode: Literal["dense", "hybrid"] = Field(
+        default="dense", description="the default retrieval (a feature flag may switch a "
+                                     "cohort of tenants to the other one)")
+    # Feature flags are read at most once per this many seconds per process: a change
+    # (a rollout's next stage, a rollback) reaches every process within it.
+    flag_cache_ttl_s: float = Field(default=2.0, ge=0, le=300)
+    # Embedding model versions a flag may route a cohort to, besides embedding_model_key:
+    # model key (registered in rag.embedding_models) -> backend that embeds its queries.
+    embedding_variants: dict[str, Literal["fastembed", "fastembed-int8",
+                                          "sentence-transformers"]] = Field(
+        default_factory=dict)
     weak_score_below: float = Field(default=0.3, ge=-1, le=1)
     answer_cache_ttl_s: int = Field(default=3600, ge=1)
     batch_size: int = Field(default=5, ge=1, le=5, description="questions per LLM call")

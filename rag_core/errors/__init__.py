@@ -25,7 +25,9 @@ The tree::
     │               QuotaUnavailableError,
     │               ConcurrencyError (ConcurrencyLimitTimeoutError, ConcurrencyBackendError)
     ├── BenchmarkError
-    └── ApiError: UnauthorizedError, ResourceNotFoundError (UnknownApiKeyError)
+    ├── ApiError: UnauthorizedError, ResourceNotFoundError (UnknownApiKeyError, UnknownFlagError)
+    ├── InvalidFlagError (an InputError), FlagStateError
+    └── RolloutRolledBackError
 """
 
 from rag_core.errors.api import (
@@ -37,6 +39,12 @@ from rag_core.errors.api import (
 from rag_core.errors.base import RAW_TEXT_LIMIT, RagCoreError, truncate
 from rag_core.errors.benchmarks import (
     BenchmarkError,
+)
+from rag_core.errors.flags import (
+    FlagStateError,
+    InvalidFlagError,
+    RolloutRolledBackError,
+    UnknownFlagError,
 )
 from rag_core.errors.inputs import (
     ConfigurationError,
@@ -105,8 +113,10 @@ __all__ = [
     "DimensionMismatchError",
     "EmbeddedServerError",
     "EmbeddingModelUnavailableError",
+    "FlagStateError",
     "InputError",
     "InputTooLargeError",
+    "InvalidFlagError",
     "InvalidQuestionError",
     "InvalidQuestionIdsError",
     "InvalidSessionIdError",
@@ -126,6 +136,7 @@ __all__ = [
     "RateLimitBackendError",
     "RateLimitExceededError",
     "ResourceNotFoundError",
+    "RolloutRolledBackError",
     "ServiceError",
     "SessionKeyTooShortError",
     "SourceError",
@@ -134,6 +145,7 @@ __all__ = [
     "UnauthorizedError",
     "UnknownApiKeyError",
     "UnknownEmbeddingModelError",
+    "UnknownFlagError",
     "UnknownTenantError",
     "UnsafeDatabaseRoleError",
     "truncate",

@@ -54,11 +54,12 @@ class UnknownEmbeddingModelError(DatabaseError):
 
     code = ErrorCode.UNKNOWN_EMBEDDING_MODEL
 
-    def __init__(self, model_key: str) -> None:
+    def __init__(self, model_key: str, reason: str | None = None) -> None:
         self.model_key = model_key
         super().__init__(
-            f"embedding model {model_key!r} is not registered; register it with "
-            "rag.register_embedding_model(key, dimension) in a migration"
+            f"embedding model {model_key!r} " + (reason or (
+                "is not registered; register it with "
+                "rag.register_embedding_model(key, dimension) in a migration"))
         )
 
 

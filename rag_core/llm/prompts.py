@@ -32,7 +32,10 @@ share proportional to its own segment). Characters are a proxy for tokens; the s
 needs the proportions, and those are close for text in one language and one tokenizer.
 
 Bump :data:`PROMPT_VERSION` whenever the wording or the layout changes: it is recorded with
-every answer so that quality metrics can be compared per prompt version.
+every answer so that quality metrics can be compared per prompt version. Every version the
+product can still send is in :data:`PROMPT_VERSIONS` (a feature flag's variant may switch a
+cohort of tenants to another one, :mod:`rag_core.db.flag_cohorts`); the reply shape is the
+same for all of them, so one parser serves every version.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from rag_core.llm.calls import ChatMessage
 __all__ = [
     "MAX_QUESTIONS_PER_PROMPT",
     "PROMPT_VERSION",
+    "PROMPT_VERSIONS",
     "BuiltPrompt",
     "PassageLike",
     "QuestionLike",
@@ -123,15 +127,28 @@ Reply with one JSON object and nothing else, in exactly this shape:
 ...]}}]}}
 {count_rule}"""
 
-_BATCH_SYSTEM = _RULES.format(
-    what="one or more questions",
-    count_rule=("Give exactly one entry per question, in the order of the questions, copying "
-                "each question's id exactly."),
-)
-_SINGLE_SYSTEM = _RULES.format(
-    what="exactly one question",
-    count_rule="Give exactly one entry, copying the question's id exactly.",
-)
+_BATCH_COUNT_RULE = ("Give exactly one entry per question, in the order of the questions, "
+                     "copying each question's id exactly.")
+_SINGLE_COUNT_RULE = "Give exactly one entry, copying the question's id exactly."
+#: v2 asks for the claim-level verdict first (supported, contradicted or not addressed by
+#: the passages), then the explanation: the wording a rollout compares against v1.
+_V2_RULE = ("6. Start each answer with one word for what the passages say about the question: "
+            "Supported, Contradicted or Unaddressed, then a colon, then the explanation.\n")
+
+
+def _systems(extra_rule: str = "") -> tuple[str, str]:
+    rules = _RULES.replace("\n\nReply with", "\n" + extra_rule.rstrip("\n") + "\n\nReply with") \
+        if extra_rule else _RULES
+    return (rules.format(what="one or more questions", count_rule=_BATCH_COUNT_RULE),
+            rules.format(what="exactly one question", count_rule=_SINGLE_COUNT_RULE))
+
+
+#: Every prompt version the product can send: version -> (batch system, single system).
+_SYSTEMS: dict[str, tuple[str, str]] = {
+    "batch-qa-v1": _systems(),
+    "batch-qa-v2": _systems(_V2_RULE),
+}
+PROMPT_VERSIONS: tuple[str, ...] = tuple(_SYSTEMS)
 
 
 def _segment(question: QuestionLike) -> str:
@@ -142,23 +159,34 @@ def _segment(question: QuestionLike) -> str:
     )
 
 
-def _build(system: str, questions: Sequence[QuestionLike]) -> BuiltPrompt:
+def _system(version: str, single: bool) -> str:
+    if version not in _SYSTEMS:
+        raise ValueError(f"unknown prompt version {version!r}; expected one of "
+                         f"{', '.join(PROMPT_VERSIONS)}")
+    return _SYSTEMS[version][1 if single else 0]
+
+
+def _build(system: str, questions: Sequence[QuestionLike],
+           version: str = PROMPT_VERSION) -> BuiltPrompt:
     segments = [_segment(q) for q in questions]
     user = '{"questions": [\n' + ",\n".join(segments) + "\n]}"
     messages: list[ChatMessage] = [{"role": "system", "content": system},
                                    {"role": "user", "content": user}]
     segment_chars = tuple(len(s) for s in segments)
     total = sum(len(m["content"]) for m in messages)
-    return BuiltPrompt(messages=messages, prompt_version=PROMPT_VERSION,
+    return BuiltPrompt(messages=messages, prompt_version=version,
                        question_ids=tuple(q.question_id for q in questions),
                        shared_chars=total - sum(segment_chars), segment_chars=segment_chars)
 
 
-def build_batch_prompt(questions: Sequence[QuestionLike]) -> BuiltPrompt:
-    """Messages asking for answers to 1..5 questions in one call (one JSON reply).
+def build_batch_prompt(questions: Sequence[QuestionLike],
+                       version: str = PROMPT_VERSION) -> BuiltPrompt:
+    """Messages asking for answers to 1..5 questions in one call (one JSON reply), in the
+    wording of prompt ``version``.
 
     Raises :class:`ValueError` for no questions, more than
-    :data:`MAX_QUESTIONS_PER_PROMPT`, or repeated question ids (answers are matched by id).
+    :data:`MAX_QUESTIONS_PER_PROMPT`, repeated question ids (answers are matched by id), or
+    a version not in :data:`PROMPT_VERSIONS`.
     """
     if not 1 <= len(questions) <= MAX_QUESTIONS_PER_PROMPT:
         raise ValueError(f"a batch prompt takes 1..{MAX_QUESTIONS_PER_PROMPT} questions, "
@@ -166,9 +194,9 @@ def build_batch_prompt(questions: Sequence[QuestionLike]) -> BuiltPrompt:
     ids = [q.question_id for q in questions]
     if len(set(ids)) != len(ids):
         raise ValueError(f"question ids must be unique within a batch, got {ids!r}")
-    return _build(_BATCH_SYSTEM, questions)
+    return _build(_system(version, single=False), questions, version)
 
 
-def build_single_prompt(question: QuestionLike) -> BuiltPrompt:
+def build_single_prompt(question: QuestionLike, version: str = PROMPT_VERSION) -> BuiltPrompt:
     """Messages for one question alone (a retry after its batch answer was unusable)."""
-    return _build(_SINGLE_SYSTEM, [question])
+    return _build(_system(version, single=True), [question], version)

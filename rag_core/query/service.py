@@ -48,6 +48,7 @@ from rag_core.query.passages import redact_retrieval
 from rag_core.query.service_audit import audit_records
 from rag_core.query.service_types import Pending, QueryAnswer, QueryConfig, Source
 from rag_core.query.sessions import hash_session_id
+from rag_core.query.variants import Route, Variants
 from rag_core.retrieval.retriever import Retriever
 
 __all__ = ["QueryAnswer", "QueryConfig", "QueryService", "Source"]
@@ -70,7 +71,7 @@ class QueryService:
                  audit: AuditSink, session_key: bytes,
                  llm_slots: ConcurrencySlots | None = None,
                  tenant_states: CacheEpochs | None = None,
-                 trace_key: bytes | None = None) -> None:
+                 trace_key: bytes | None = None, variants: Variants | None = None) -> None:
         self.db = db
         self.tenant_states = tenant_states if tenant_states is not None else CacheEpochs(db)
         self.retriever = retriever
@@ -84,6 +85,9 @@ class QueryService:
         self._llm_slots = llm_slots
         self._search_slots = LocalSlots(config.max_concurrent_searches, name="search")
         self._trace_key = trace_key  # the tenant's hash on spans; None: no tenant at all
+        # Feature flags: which retrieval, prompt and embedding a tenant's questions get, and
+        # the cohort its audit rows record. None: the configuration above for everyone.
+        self.variants = variants
 
     # --- public API ------------------------------------------------------------------------
     def settle_outage(self) -> SettlementReport | None:
@@ -126,6 +130,7 @@ class QueryService:
                    for qid, question in zip(row_ids, questions, strict=True)]
         batch_id = str(uuid.uuid4()) if len(questions) > 1 else None
         session_hash: str | None = None
+        route: Route | None = None  # until resolved, failures are audited under the defaults
         try:
             # Checked before any work: a forged session id costs nothing downstream.
             session_hash = hash_session_id(session_id, self._session_key) if session_id \
@@ -134,7 +139,8 @@ class QueryService:
                     or any(not str(qid).strip() for qid in ids):
                 raise InvalidQuestionIdsError(ids, len(questions))
             self._check_sizes(questions)
-            self._run(tenant, pending)
+            route = self.route(tenant)
+            self._run(tenant, pending, route)
         except BaseException as exc:
             self._fail_unanswered(tenant, pending, exc)
             if not (keep_going and _is_outage(exc)):
@@ -145,24 +151,30 @@ class QueryService:
                     (time.perf_counter() - item.started) * 1000, 3)
                 code = item.answer.error_code
                 QUESTIONS.labels("ok" if code is None else code.value).inc()
-            self._audit(tenant, pending, batch_id, session_hash, parent_request_id)
+            self._audit(tenant, pending, batch_id, session_hash, parent_request_id, route)
         return [p.answer for p in pending]
 
-    def _run(self, tenant: TenantId, pending: list[Pending]) -> None:
+    def route(self, tenant: TenantId) -> Route:
+        """The configuration, retriever and answerer ``tenant``'s questions run with now."""
+        if self.variants is None:
+            return Route(self.config, self.retriever, self.answerer)
+        return self.variants.route(tenant, self.config)
+
+    def _run(self, tenant: TenantId, pending: list[Pending], route: Route) -> None:
         for item in pending:
             self._admit(tenant, item)
         with stage(Stage.TENANT_STATE):
             corpus_version = self._corpus_version(tenant)
         live = [p for p in pending if p.answer.error_code is None]
         for item in live:
-            self._lookup_cache(tenant, item, corpus_version)
+            self._lookup_cache(tenant, item, corpus_version, route.config)
         to_retrieve = [p for p in live if not p.answer.cache_hit]
-        self._retrieve(tenant, to_retrieve)
+        self._retrieve(tenant, to_retrieve, route)
         to_answer = [p for p in to_retrieve if p.answer.error_code is None]
         for item in to_answer:
             self._reserve(tenant, item)
         to_answer = [p for p in to_answer if p.answer.error_code is None]
-        self._answer(to_answer)
+        self._answer(to_answer, route)
         for item in to_answer:
             self._settle(item)
 
@@ -227,18 +239,20 @@ class QueryService:
             raise UnknownTenantError(tenant)
         return state.corpus_version
 
-    def _cache_config(self) -> dict[str, Any]:
-        c = self.config
+    @staticmethod
+    def _cache_config(c: QueryConfig) -> dict[str, Any]:
         return {"k": c.k, "model": c.model, "prompt": c.prompt_version,
-                "embedding": c.embedding_model, "redact_passages": c.redact_passages}
+                "embedding": c.embedding_model, "redact_passages": c.redact_passages,
+                "retrieval": c.retrieval_mode}
 
-    def _lookup_cache(self, tenant: TenantId, item: Pending, corpus_version: int) -> None:
+    def _lookup_cache(self, tenant: TenantId, item: Pending, corpus_version: int,
+                      config: QueryConfig) -> None:
         if self.cache is None:
             return
         started = time.perf_counter()
         with stage(Stage.CACHE, operation="get") as span:
             item.cache_key = self.cache.key(tenant, item.redacted, corpus_version,
-                                            **self._cache_config())
+                                            **self._cache_config(config))
             cached = self.cache.get(item.cache_key)
             span.set_attribute("rag.cache.hit", cached is not None)
         item.answer.latency_ms["cache"] = round((time.perf_counter() - started) * 1000, 3)
@@ -248,14 +262,15 @@ class QueryService:
             answer.sources = [Source(**s) for s in cached["sources"]]
             answer.model, answer.cache_hit = cached["model"], True
 
-    def _retrieve(self, tenant: TenantId, items: list[Pending]) -> None:
+    def _retrieve(self, tenant: TenantId, items: list[Pending], route: Route) -> None:
         if not items:
             return
+        config, retriever = route.config, route.retriever
 
         def one(item: Pending) -> None:
             with self._search_slots.slot():
-                item.retrieval = self.retriever.retrieve(tenant, item.redacted, self.config.k)
-            if self.config.redact_passages:  # before anything reads a passage
+                item.retrieval = retriever.retrieve(tenant, item.redacted, config.k)
+            if config.redact_passages:  # before anything reads a passage
                 with stage(Stage.REDACT_PASSAGES):
                     item.retrieval, redact_ms = redact_retrieval(item.retrieval)
                 item.answer.latency_ms["redact_passages"] = round(redact_ms, 3)
@@ -268,7 +283,7 @@ class QueryService:
                 item.answer.error_code = ErrorCode.NO_DOCUMENTS
                 item.answer.error = "the tenant has no documents to answer from"
 
-        workers = min(len(items), self.config.max_concurrent_searches)
+        workers = min(len(items), config.max_concurrent_searches)
         if workers == 1:
             for item in items:
                 one(item)
@@ -287,17 +302,18 @@ class QueryService:
         with stage(Stage.QUOTA, operation="reserve"):
             item.reservation = self._limited(item, lambda: quota.reserve(tenant, estimate))
 
-    def _answer(self, items: list[Pending]) -> None:
+    def _answer(self, items: list[Pending], route: Route) -> None:
         if not items:
             return
+        config = route.config
         contexts = [QuestionContext(
             question_id=item.answer.question_id, question=item.redacted,
             passages=[Passage(c.chunk_id, c.text) for c in item.retrieval.chunks])
             for item in items if item.retrieval is not None]
         started = time.perf_counter()
-        with stage(Stage.LLM, questions=len(contexts), model=self.config.model) as span:
-            results = answer_all(contexts, self.answerer, batch_size=self.config.batch_size,
-                                 max_concurrent_llm_calls=self.config.max_concurrent_llm_calls,
+        with stage(Stage.LLM, questions=len(contexts), model=config.model) as span:
+            results = answer_all(contexts, route.answerer, batch_size=config.batch_size,
+                                 max_concurrent_llm_calls=config.max_concurrent_llm_calls,
                                  slots=self._llm_slots)
             span.set_attributes({  # the questions' share of the calls (see the call spans)
                 "gen_ai.usage.input_tokens": sum(r.prompt_tokens for r in results),
@@ -334,8 +350,9 @@ class QueryService:
                     "model": answer.model, "sources": [asdict(s) for s in answer.sources]})
 
     def _audit(self, tenant: TenantId, items: list[Pending], batch_id: str | None,
-               session_hash: str | None, parent: str | None) -> None:
-        records = audit_records(tenant, items, self.config, batch_id=batch_id,
+               session_hash: str | None, parent: str | None, route: Route | None) -> None:
+        config = self.config if route is None else route.config
+        records = audit_records(tenant, items, config, batch_id=batch_id,
                                 session_hash=session_hash, parent=parent)
         with stage(Stage.AUDIT, rows=len(records)):
             self.audit.write(records)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from collections.abc import Iterator
 from functools import cached_property
 from types import TracebackType
@@ -25,16 +24,17 @@ from typing import Any
 
 import psycopg
 import redis
-from pydantic import SecretStr
 from redis import Redis as RedisClient
 
 from rag_core.answering import EXTRACTIVE_MODEL, ExtractiveAnswerer, LLMBatchAnswerer
 from rag_core.common.outage import Outages
-from rag_core.common.processes import file_lock, write_atomic
+from rag_core.composition.keys import audit_hash_key, session_key
+from rag_core.composition.routes import QueryRoutes
 from rag_core.config import Settings
 from rag_core.db.api_keys import ApiKeys, CachedKeyResolver
 from rag_core.db.cache_epochs import CacheEpochs
 from rag_core.db.connection import admin_connection
+from rag_core.db.feature_flags import CachedFlags, FlagStore
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.embeddings.registry import load_embedder
@@ -49,15 +49,16 @@ from rag_core.limits.quota import TokenQuota
 from rag_core.limits.rate import RateLimiter
 from rag_core.llm.breaker import RedisCircuitBreaker
 from rag_core.llm.client import LLMClient
-from rag_core.llm.prompts import PROMPT_VERSION
+from rag_core.llm.prompts import PROMPT_VERSION, PROMPT_VERSIONS
 from rag_core.ops import services
 from rag_core.query.answer_cache import AnswerCache
-from rag_core.query.audit import AuditLog, checked_audit_key
+from rag_core.query.audit import AuditLog
 from rag_core.query.audit_writer import BufferedAuditLog
 from rag_core.query.batch_jobs import BatchJobs
 from rag_core.query.batch_run import BatchFiles
 from rag_core.query.batch_worker import BatchWorker, default_owner
 from rag_core.query.service import QueryConfig, QueryService
+from rag_core.query.variants import Variant, Variants
 from rag_core.redis import urls as redis_urls
 from rag_core.redis.client import redis_from_settings
 from rag_core.redis.tenant_keys import TenantKeys
@@ -71,34 +72,6 @@ __all__ = ["EXTRACTIVE_MODEL", "Platform", "audit_hash_key", "session_key"]
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 _log = logging.getLogger(__name__)
-
-
-def _server_key(settings: Settings, configured: SecretStr | None, file_name: str,
-                lock_name: str) -> bytes:
-    """A server-side HMAC key: configured, or created once (0600) in the state folder and
-    read back by every later process; the lock makes concurrent first starts agree."""
-    if configured is not None:
-        return configured.get_secret_value().encode()
-    path = settings.state_dir / file_name
-    if not path.exists():
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(settings.state_dir / lock_name):
-            if not path.exists():
-                write_atomic(path, secrets.token_hex(32), mode=0o600)
-    return path.read_text().strip().encode()
-
-
-def session_key(settings: Settings) -> bytes:
-    """The HMAC key for session ids: configured, or created once in the state folder."""
-    return _server_key(settings, settings.session_hash_key, "session_hash.key",
-                       ".session_key.lock")
-
-
-def audit_hash_key(settings: Settings) -> bytes:
-    """The HMAC key of the audit log's question hash (``RAG_AUDIT_HASH_KEY``, or created
-    once in the state folder like the session key)."""
-    return checked_audit_key(_server_key(settings, settings.audit_hash_key,
-                                         "audit_hash.key", ".audit_hash_key.lock"))
 
 
 class Platform:
@@ -219,6 +192,34 @@ class Platform:
     def vector_store(self) -> VectorStore:
         return VectorStore(self.database, self.settings,
                            model_key=self.settings.embedding_model_key)
+
+    # --- feature flags ---------------------------------------------------------------------
+    @cached_property
+    def flags(self) -> FlagStore:
+        """Feature flags: read as the application role, changed as the admin."""
+        return FlagStore(lambda: self.database, admin=self.admin_connection,
+                         allowed_values=self._variant_values)
+
+    @cached_property
+    def routes(self) -> QueryRoutes:
+        """The retriever and answerer of each query variant (built on first use)."""
+        return QueryRoutes(self)
+
+    @cached_property
+    def variants(self) -> Variants:
+        """What each tenant's questions run with under the flags, read at most once per
+        ``RAG_FLAG_CACHE_TTL_S`` (no database round trip per request)."""
+        s = self.settings
+        flags = CachedFlags(self.flags, ttl_s=s.flag_cache_ttl_s)
+        return Variants(flags.current, self.routes,
+                        Variant(s.retrieval_mode, PROMPT_VERSION, s.embedding_model_key))
+
+    def _variant_values(self, setting: str) -> list[str]:
+        if setting == "prompt_version":
+            return list(PROMPT_VERSIONS)
+        with self.admin_connection() as conn:  # only a flag's creation asks
+            return [str(r[0]) for r in conn.execute(
+                "SELECT model_key FROM rag.embedding_models ORDER BY model_key").fetchall()]
 
     # --- retrieval and ingestion -----------------------------------------------------------
     @cached_property
@@ -346,7 +347,8 @@ class Platform:
             # Serving: audited behind a buffer, no database round trip per request.
             audit=self.buffered_audit_log if self.serving else self.audit_log,
             session_key=session_key(s), llm_slots=llm_slots, tenant_states=self.cache_epochs,
-            trace_key=audit_hash_key(s))  # the tenant's hash on spans: the audit log's key
+            trace_key=audit_hash_key(s),  # the tenant's hash on spans: the audit log's key
+            variants=self.variants)
         self._flush_audit_spool()
         return service
 
