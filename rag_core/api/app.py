@@ -7,9 +7,10 @@ limits, quotas, caches, LLM-call slots) is in Redis already; metrics are summed 
 workers by prometheus_client's multiprocess mode (``/metrics``).
 
 The lifespan builds everything a request needs before the first one is accepted (the
-embedding model, the query service, the key resolver), starts the batch runner, and on
-shutdown lets the runner finish its current group and closes the platform (which flushes
-the audit writer).
+embedding model, the query service, the key resolver), starts the batch runner and the RLS
+overhead sampler (:mod:`rag_core.ops.rls_sampler`, where an admin connection is allowed),
+and on shutdown stops both, letting the runner finish its current group, and closes the
+platform (which flushes the audit writer).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rag_core.api.problems import install_problem_handlers
 from rag_core.common import metrics, tracing
 from rag_core.composition import Platform, audit_hash_key
 from rag_core.config import Settings, get_settings
+from rag_core.ops import rls_sampler
 
 _log = logging.getLogger(__name__)
 
@@ -60,12 +62,19 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         tracing.configure_tracing("rag-api", endpoint=settings.otlp_traces_endpoint)
         metrics.forget_dead_workers()
         await run_in_threadpool(_start, the_platform, run_batches=run_batches)
+        sampler = rls_sampler.sampler_for(settings, the_platform.database,
+                                          the_platform.admin_connection,
+                                          the_platform.vector_store)
+        if sampler is not None:
+            sampler.start()
         app.state.platform = the_platform
         app.state.trace_key = audit_hash_key(settings)
         _log.info("rag api ready (pid %s)", os.getpid())
         try:
             yield
         finally:
+            if sampler is not None:
+                await run_in_threadpool(sampler.close)
             if run_batches:
                 await run_in_threadpool(the_platform.batch_worker.stop)
             if owned:

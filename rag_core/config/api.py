@@ -41,3 +41,8 @@ class ApiSettings(BaseModel):
     # moves them into the database every interval, or sooner once this many wait.
     audit_flush_interval_s: float = Field(default=0.2, gt=0, le=60)
     audit_flush_rows: int = Field(default=500, ge=1, le=100_000)
+    # The RLS overhead sampler (rag_core.ops.rls_sampler): one paired measurement of the
+    # policy's cost in a tenant search every this many seconds, by one worker per database;
+    # 0 turns it off. Each sample runs the search 2 x (repeats + 1) times.
+    rls_sample_interval_s: float = Field(default=60.0, ge=0, le=86_400)
+    rls_sample_repeats: int = Field(default=3, ge=1, le=20)

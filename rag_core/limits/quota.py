@@ -14,6 +14,10 @@ expiry. A call that straddles midnight is charged to the day it started in, and 
 reservation is always settled against the day it was made in (the day is part of the
 ``Reservation``).
 
+**Metric.** Every reservation, admitted or refused, observes the tenant's usage fraction in
+``rag_quota_usage_fraction`` (no tenant label): the warning alert "token quota usage > 80%"
+counts reservations made above that bound.
+
 **Keys.** Day keys expire one day after the end of their day, so yesterday's usage stays
 readable for reports. What the quota shares with the request limit (keys with the tenant as
 a hash tag, policies per tenant, Redis failures as ``RateLimitBackendError``) is
@@ -29,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
+from rag_core.common.metrics import QUOTA_USAGE_FRACTION
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.config import RateLimitPolicy
 from rag_core.errors import (
@@ -245,6 +250,8 @@ class TokenQuota(RedisBacked):
              max(round(policy.reservation_ttl_s * US_PER_S), 1),
              int(to_midnight) + 1 + _DAY_KEY_GRACE_S],
         )
+        # The tenant's usage as this reservation found it (see rag_quota_usage_fraction).
+        QUOTA_USAGE_FRACTION.observe((used + reserved) / policy.tokens_per_day)
         if not admitted:
             raise TokenQuotaExceededError(tenant, policy.tokens_per_day, used, estimate,
                                           to_midnight, reserved=reserved)

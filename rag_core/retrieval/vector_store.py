@@ -97,16 +97,22 @@ class VectorStore:
         vector = np.asarray(query, dtype=np.float32)
         with self._db.tenant_session(tenant) as conn:
             self._check_dimension(conn, vector)
-            rows = conn.execute(_SEARCH, {
-                "tenant": tenant, "model": self.model_key, "query": Vector(vector), "k": k,
-                "ef": max(self._settings.hnsw_ef_search, k),
-                "exact_max": self._settings.exact_search_max_rows,
-                "iterative": self._settings.hnsw_iterative_scan,
-                "max_tuples": self._settings.hnsw_max_scan_tuples,
-            }).fetchall()
+            rows = conn.execute(*self.search_statement(tenant, vector, k)).fetchall()
         verify_rows_belong_to(tenant, rows, tenant_column=2, id_column=0)
         return [RetrievedChunk(int(r[0]), int(r[1]), TenantId(r[2]), int(r[3]), str(r[4]),
                                float(r[5]), str(r[6])) for r in rows]
+
+    def search_statement(self, tenant: TenantId, vector: npt.NDArray[np.float32],
+                         k: int) -> tuple[str, dict[str, Any]]:
+        """The SQL and parameters :meth:`search` runs (in a tenant session), for whoever
+        must time that very statement (:mod:`rag_core.ops.rls_overhead`)."""
+        return _SEARCH, {
+            "tenant": tenant, "model": self.model_key, "query": Vector(vector), "k": k,
+            "ef": max(self._settings.hnsw_ef_search, k),
+            "exact_max": self._settings.exact_search_max_rows,
+            "iterative": self._settings.hnsw_iterative_scan,
+            "max_tuples": self._settings.hnsw_max_scan_tuples,
+        }
 
     def add_document(self, tenant_id: TenantId | str, source_uri: str, content_hash: bytes,
                      chunks: Sequence[ChunkToStore], *, title: str = "",
