@@ -31,6 +31,7 @@ from rag_core.common.outage import Outages
 from rag_core.composition.keys import audit_hash_key, session_key
 from rag_core.composition.routes import QueryRoutes
 from rag_core.config import Settings
+from rag_core.config.rollout import RolloutPolicy
 from rag_core.db.api_keys import ApiKeys, CachedKeyResolver
 from rag_core.db.cache_epochs import CacheEpochs
 from rag_core.db.connection import admin_connection
@@ -49,8 +50,9 @@ from rag_core.limits.quota import TokenQuota
 from rag_core.limits.rate import RateLimiter
 from rag_core.llm.breaker import RedisCircuitBreaker
 from rag_core.llm.client import LLMClient
-from rag_core.llm.prompts import PROMPT_VERSION, PROMPT_VERSIONS
+from rag_core.llm.prompts import PROMPT_VERSION
 from rag_core.ops import services
+from rag_core.ops.rollout.controller import Rollouts
 from rag_core.query.answer_cache import AnswerCache
 from rag_core.query.audit import AuditLog
 from rag_core.query.audit_writer import BufferedAuditLog
@@ -198,7 +200,7 @@ class Platform:
     def flags(self) -> FlagStore:
         """Feature flags: read as the application role, changed as the admin."""
         return FlagStore(lambda: self.database, admin=self.admin_connection,
-                         allowed_values=self._variant_values)
+                         allowed_values=self.routes.variant_values)
 
     @cached_property
     def routes(self) -> QueryRoutes:
@@ -214,12 +216,12 @@ class Platform:
         return Variants(flags.current, self.routes,
                         Variant(s.retrieval_mode, PROMPT_VERSION, s.embedding_model_key))
 
-    def _variant_values(self, setting: str) -> list[str]:
-        if setting == "prompt_version":
-            return list(PROMPT_VERSIONS)
-        with self.admin_connection() as conn:  # only a flag's creation asks
-            return [str(r[0]) for r in conn.execute(
-                "SELECT model_key FROM rag.embedding_models ORDER BY model_key").fetchall()]
+    def rollouts(self, policy: RolloutPolicy | None = None, *,
+                 actor: str = "rag rollout") -> Rollouts:
+        """The canary controller of the flags (``policy``: the settings' by default)."""
+        return Rollouts(self.flags, self.admin_connection,
+                        policy=policy or self.settings.rollout,
+                        tokens_per_day=self.settings.rate_limit.tokens_per_day, actor=actor)
 
     # --- retrieval and ingestion -----------------------------------------------------------
     @cached_property

@@ -20,7 +20,7 @@ from rag_core.answering import LLMBatchAnswerer
 from rag_core.embeddings.base import Embedder
 from rag_core.embeddings.registry import load_embedder
 from rag_core.errors import UnknownEmbeddingModelError
-from rag_core.llm.prompts import PROMPT_VERSION
+from rag_core.llm.prompts import PROMPT_VERSION, PROMPT_VERSIONS
 from rag_core.query.variants import RetrieverLike, Variant
 from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
 from rag_core.retrieval.hybrid import HybridRetriever
@@ -46,6 +46,15 @@ class QueryRoutes:
         with self._lock:
             self._embedders[model_key] = embedder
             self._retrievers = {k: r for k, r in self._retrievers.items() if k[1] != model_key}
+
+    def variant_values(self, setting: str) -> list[str]:
+        """What a flag's variant may set ``setting`` to here (asked when a flag is created):
+        the prompt versions this version sends, the embedding models registered."""
+        if setting == "prompt_version":
+            return list(PROMPT_VERSIONS)
+        with self._platform.admin_connection() as conn:
+            return [str(r[0]) for r in conn.execute(
+                "SELECT model_key FROM rag.embedding_models ORDER BY model_key").fetchall()]
 
     def embedder(self, model_key: str) -> Embedder:
         platform = self._platform

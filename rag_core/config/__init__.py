@@ -36,6 +36,7 @@ from rag_core.config.policies import (
     RateLimitPolicy,
     RetryPolicy,
 )
+from rag_core.config.rollout import RolloutPolicy
 from rag_core.errors import ConfigurationError
 
 __all__ = ["ApiSettings", "BreakerPolicy", "DatabasePooler", "LLMSettings", "OutageMode",
@@ -218,6 +219,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitPolicy = RateLimitPolicy()
     outage: OutagePolicy = OutagePolicy()
     api: ApiSettings = ApiSettings()
+    rollout: RolloutPolicy = RolloutPolicy()
     session_hash_key: SecretStr | None = Field(
         default=None, description="HMAC key for session ids; unset = one kept in state_dir")
     audit_question_storage: Literal["redacted", "hash"] = "redacted"
