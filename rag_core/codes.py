@@ -111,6 +111,9 @@ class ErrorCode(StrEnum):
     INVALID_FLAG = "invalid_flag"
     ROLLOUT_REFUSED = "rollout_refused"
     ROLLOUT_ROLLED_BACK = "rollout_rolled_back"
+    # operating it: the caches' Redis a command needs is down; an action that needs --yes
+    CACHE_UNAVAILABLE = "cache_unavailable"
+    CONFIRMATION_REQUIRED = "confirmation_required"
 
     INTERNAL_ERROR = "internal_error"
 
@@ -138,12 +141,12 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
         _C.DATABASE_UNAVAILABLE, _C.DATABASE_ERROR, _C.EMBEDDED_SERVER_FAILED,
         _C.EMBEDDING_MODEL_UNAVAILABLE, _C.CIRCUIT_OPEN, _C.LLM_UNAVAILABLE, _C.BAD_RESPONSE,
         _C.INVALID_ANSWER, _C.LLM_ERROR, _C.LIMITS_UNAVAILABLE, _C.CONCURRENCY_UNAVAILABLE,
-        _C.QUOTA_UNAVAILABLE,
+        _C.QUOTA_UNAVAILABLE, _C.CACHE_UNAVAILABLE,
     ], ErrorCategory.UNAVAILABLE),
     **dict.fromkeys([
         _C.CROSS_TENANT_BLOCKED, _C.UNSAFE_DATABASE_ROLE, _C.MIGRATION_EDITED,
         _C.WRITE_REFUSED,
-        _C.PATH_OUTSIDE_ROOTS, _C.UNAUTHORIZED, _C.ROLLOUT_REFUSED,
+        _C.PATH_OUTSIDE_ROOTS, _C.UNAUTHORIZED, _C.ROLLOUT_REFUSED, _C.CONFIRMATION_REQUIRED,
     ], ErrorCategory.REFUSED),
     **dict.fromkeys([
         _C.RATE_LIMITED, _C.QUOTA_EXCEEDED, _C.CONCURRENCY_TIMEOUT,

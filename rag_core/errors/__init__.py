@@ -18,7 +18,8 @@ The tree::
     │                UnsafeDatabaseRoleError
     ├── DatabaseError: DatabaseUnavailableError, MigrationError (MigrationChecksumError),
     │                  UnknownEmbeddingModelError
-    ├── ServiceError: EmbeddedServerError, EmbeddingModelUnavailableError
+    ├── ServiceError: EmbeddedServerError, EmbeddingModelUnavailableError,
+    │                 CacheUnavailableError
     ├── LLMError: LLMUnavailableError, LLMRequestRejectedError, CircuitOpenError,
     │             LLMResponseError
     ├── LimitError: RateLimitExceededError, TokenQuotaExceededError, RateLimitBackendError,
@@ -27,7 +28,8 @@ The tree::
     ├── BenchmarkError
     ├── ApiError: UnauthorizedError, ResourceNotFoundError (UnknownApiKeyError, UnknownFlagError)
     ├── InvalidFlagError (an InputError), FlagStateError
-    └── RolloutRolledBackError
+    ├── RolloutRolledBackError
+    └── ConfirmationRequiredError
 """
 
 from rag_core.errors.api import (
@@ -78,8 +80,10 @@ from rag_core.errors.llm import (
     LLMResponseError,
     LLMUnavailableError,
 )
+from rag_core.errors.operations import ConfirmationRequiredError
 from rag_core.errors.paths import PathOutsideRootsError
 from rag_core.errors.storage import (
+    CacheUnavailableError,
     DatabaseError,
     DatabaseUnavailableError,
     EmbeddedServerError,
@@ -101,11 +105,13 @@ __all__ = [
     "RAW_TEXT_LIMIT",
     "ApiError",
     "BenchmarkError",
+    "CacheUnavailableError",
     "CircuitOpenError",
     "ConcurrencyBackendError",
     "ConcurrencyError",
     "ConcurrencyLimitTimeoutError",
     "ConfigurationError",
+    "ConfirmationRequiredError",
     "CrossTenantLeakError",
     "DatabaseError",
     "DatabaseUnavailableError",

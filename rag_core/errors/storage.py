@@ -78,6 +78,20 @@ class EmbeddedServerError(ServiceError):
         super().__init__(f"embedded {component} in {data_dir}: {reason}")
 
 
+class CacheUnavailableError(ServiceError):
+    """The caches' Redis could not be used for an operation that must finish (clearing the
+    answer cache in ``rag rollback``); the query path never raises it (a cache outage there
+    is a miss)."""
+
+    code = ErrorCode.CACHE_UNAVAILABLE
+
+    def __init__(self, operation: str, reason: str, *, done: int = 0) -> None:
+        self.operation = operation
+        self.done = done
+        super().__init__(f"the caches' Redis failed during {operation} after {done} keys: "
+                         f"{' '.join(reason.split())}")
+
+
 class EmbeddingModelUnavailableError(ServiceError):
     """The files an embedding backend needs are missing or incomplete.
 
