@@ -4,7 +4,9 @@
 Plugins: any installed distribution can add a command group through the entry-point group
 ``rag.cli`` (name = the group's command, value = a ``typer.Typer``); that is how
 ``evaluations`` contributes ``rag eval`` and ``rag bench`` without the library depending
-on it. A plugin that fails to load is reported on stderr and skipped.
+on it. A plugin group named like one of ours adds its commands to it (``rag rollout
+demo``, which needs the fake LLM server of ``rag_testing``). A plugin that fails to load
+is reported on stderr and skipped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rag_core.cli import (
     key_commands,
     query_commands,
     quota_commands,
+    rollout_commands,
     serve_commands,
 )
 from rag_core.cli._output import console, emit_json, err_console, fail_cleanly, options
@@ -56,6 +59,7 @@ dbt_commands.register(app)
 audit_commands.register(app)
 quota_commands.register(app)
 serve_commands.register(app)
+rollout_commands.register(app)
 
 
 def _mount_plugins(root: typer.Typer) -> None:
@@ -65,6 +69,11 @@ def _mount_plugins(root: typer.Typer) -> None:
         except Exception as exc:  # a broken plugin must not take the whole CLI down
             err_console.print(f"warning: plugin {entry.name!r} ({entry.value}) not loaded: "
                               f"{type(exc).__name__}: {exc}", highlight=False, markup=False)
+            continue
+        existing = next((g.typer_instance for g in root.registered_groups
+                         if g.name == entry.name and g.typer_instance is not None), None)
+        if existing is not None:  # a plugin's commands joining one of ours (rollout demo)
+            existing.registered_commands.extend(group.registered_commands)
             continue
         root.add_typer(group, name=entry.name)
 

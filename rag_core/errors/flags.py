@@ -4,6 +4,7 @@ cannot be used, a move its state does not allow, a rollout that a gate stopped."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rag_core.codes import ErrorCode
 from rag_core.errors.api import ResourceNotFoundError
@@ -54,4 +55,5 @@ class RolloutRolledBackError(RagCoreError):
         self.name = name
         self.gate = gate
         self.percent = percent
+        self.summary: dict[str, Any] = {}  # the rollout's decisions, when a run raised it
         super().__init__(f"flag {name!r} rolled back at {percent} %: gate {gate!r} failed")

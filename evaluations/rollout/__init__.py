@@ -1,0 +1,1 @@
+"""The rollout demo: two canary rollouts against the fake LLM (``rag rollout demo``)."""
