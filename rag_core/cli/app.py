@@ -23,8 +23,10 @@ from rag_core.cli import (
     dbt_commands,
     ingest_commands,
     key_commands,
+    prefect_commands,
     query_commands,
     quota_commands,
+    rollback_commands,
     rollout_commands,
     serve_commands,
 )
@@ -58,8 +60,10 @@ query_commands.register(app)
 dbt_commands.register(app)
 audit_commands.register(app)
 quota_commands.register(app)
+rollback_commands.register(app)
 serve_commands.register(app)
 rollout_commands.register(app)
+prefect_commands.register(app)
 
 
 def _mount_plugins(root: typer.Typer) -> None:
