@@ -20,6 +20,7 @@ The tree::
     │                  UnknownEmbeddingModelError
     ├── ServiceError: EmbeddedServerError, EmbeddingModelUnavailableError,
     │                 CacheUnavailableError
+    ├── EmbeddingKeyRefusedError (re-embedding into or dropping a model key's vectors)
     ├── LLMError: LLMUnavailableError, LLMRequestRejectedError, CircuitOpenError,
     │             LLMResponseError
     ├── LimitError: RateLimitExceededError, TokenQuotaExceededError, RateLimitBackendError,
@@ -42,6 +43,7 @@ from rag_core.errors.base import RAW_TEXT_LIMIT, RagCoreError, truncate
 from rag_core.errors.benchmarks import (
     BenchmarkError,
 )
+from rag_core.errors.embeddings import EmbeddingKeyRefusedError
 from rag_core.errors.flags import (
     FlagStateError,
     InvalidFlagError,
@@ -118,6 +120,7 @@ __all__ = [
     "DatasetError",
     "DimensionMismatchError",
     "EmbeddedServerError",
+    "EmbeddingKeyRefusedError",
     "EmbeddingModelUnavailableError",
     "FlagStateError",
     "InputError",
