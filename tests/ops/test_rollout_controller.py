@@ -31,9 +31,21 @@ def _gates(canary: CohortStats, control: CohortStats, percent: int = 5,
 
 
 def test_too_little_traffic_holds_and_judges_nothing_else() -> None:
-    gates = _gates(CohortStats(requests=19, error_codes={"llm_unavailable": 19}),
-                   CohortStats(requests=500))
-    assert gates["min_requests"].outcome == "hold" and "error_rate" not in gates
+    gates = _gates(CohortStats(requests=19, p95_ms=9000, cache_hits=0),
+                   CohortStats(requests=500, p95_ms=100, cache_hits=400))
+    assert gates["min_requests"].outcome == "hold"
+    assert set(gates) == {"cross_tenant_rows", "min_requests"}
+
+
+def test_errors_beyond_what_the_floor_allows_fail_before_the_floor() -> None:
+    # min 20 at 0.1 %: one error already exceeds 0.02 errors; at 1 % (later stages) too
+    early = _gates(CohortStats(requests=3, error_codes={"llm_unavailable": 1}),
+                   CohortStats(requests=3), percent=5)
+    assert early["error_rate"].outcome == "fail" and early["min_requests"].outcome == "hold"
+    # refused input is not an error of the variant: still only a hold
+    refused = _gates(CohortStats(requests=3, error_codes={"rate_limited": 3}),
+                     CohortStats(requests=3))
+    assert "error_rate" not in refused
 
 
 def test_error_rate_thresholds_follow_the_stage_and_count_only_service_errors() -> None:

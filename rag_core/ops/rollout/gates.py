@@ -96,7 +96,8 @@ def evaluate_gates(canary: CohortStats, control: CohortStats, *, percent: int,
                    policy: RolloutPolicy, breaker_open_s: float) -> list[GateResult]:
     """Every gate of the stage at ``percent``, in a fixed order (safety first). Traffic is
     checked first: with too little of it in either cohort the other gates are not judged
-    (a rate over three questions says nothing) and the stage holds."""
+    (a rate over three questions says nothing) and the stage holds, unless the canary's
+    errors already exceed what the threshold allows over the whole traffic floor."""
     results = [_bound("cross_tenant_rows", canary.cross_tenant_rows,
                       policy.max_cross_tenant_rows, control.cross_tenant_rows)]
     enough = min(canary.requests, control.requests)
@@ -105,6 +106,15 @@ def evaluate_gates(canary: CohortStats, control: CohortStats, *, percent: int,
         canary.requests, control.requests, policy.min_requests,
         "" if enough >= policy.min_requests else "too little traffic to judge the stage"))
     if enough < policy.min_requests:
+        # Errors that exceed the threshold even if every question still to come succeeded
+        # fail the gate now: a broken variant is not left serving its cohort until the
+        # traffic floor is reached.
+        limit = policy.max_error_rate_at(percent)
+        if canary.errors > limit * max(policy.min_requests, canary.requests):
+            results.append(GateResult(
+                "error_rate", "fail", canary.error_rate, control.error_rate, limit,
+                f"{canary.errors} errors before the traffic floor: above the threshold "
+                "whatever the rest of the stage does"))
         return results
     results.append(_bound("error_rate", canary.error_rate, policy.max_error_rate_at(percent),
                           control.error_rate))
