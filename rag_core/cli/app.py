@@ -21,6 +21,7 @@ from rich.table import Table
 from rag_core.cli import (
     audit_commands,
     dbt_commands,
+    embedding_commands,
     ingest_commands,
     key_commands,
     prefect_commands,
@@ -64,6 +65,7 @@ rollback_commands.register(app)
 serve_commands.register(app)
 rollout_commands.register(app)
 prefect_commands.register(app)
+embedding_commands.register(app)
 
 
 def _mount_plugins(root: typer.Typer) -> None:
