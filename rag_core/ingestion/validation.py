@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from rag_core.common.tenancy import TENANT_ID_REGEX
@@ -118,6 +117,10 @@ class RecordValidator:
     def validate(self, tenant_id: str, records: Sequence[SourceRecord]) -> ValidationOutcome:
         if not records:
             return ValidationOutcome([], [])
+        # Imported here, like Great Expectations: pandas costs seconds of import that every
+        # process building a Platform (each CLI command, each API worker) would pay.
+        import pandas as pd
+
         frame = pd.DataFrame({
             "problem": [r.problem for r in records],
             "text": [r.text for r in records],
