@@ -83,6 +83,13 @@ def judge_stage(params: RolloutParameters, extra_gates: Sequence[ExtraGate] = ()
                                   dry_run=params.dry_run).as_dict()
 
 
+@task(name="preview-stage", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_refused)
+def preview_stage(params: RolloutParameters, extra_gates: Sequence[ExtraGate] = ()
+                  ) -> dict[str, Any]:
+    return _rollouts(params).judge(params.flag, extra_gates=extra_gates).as_dict()
+
+
 @task(name="pause-rollout")
 def pause_rollout(params: RolloutParameters, reason: str) -> dict[str, Any]:
     return _rollouts(params).pause(params.flag, reason=reason).as_dict()
@@ -94,6 +101,7 @@ def steps(params: RolloutParameters,
     return RolloutSteps(start=lambda: start_rollout(params),
                         judge=lambda: judge_stage(params, extra_gates()),
                         pause=lambda reason: pause_rollout(params, reason),
+                        preview=lambda: preview_stage(params, extra_gates()),
                         approve=lambda percent: _approved(params, percent),
                         log=get_run_logger())
 
@@ -115,6 +123,6 @@ def rollout(params: RolloutParameters) -> dict[str, Any]:
 def _approved(params: RolloutParameters, next_percent: int) -> bool:
     get_run_logger().info("waiting for approval to take %s to %s %%", params.flag,
                           next_percent)
-    answer = pause_flow_run(wait_for_input=Approval, timeout=24 * 3600)
+    answer = pause_flow_run(wait_for_input=Approval, timeout=24 * 3600, poll_interval=2)
     return bool(answer is not None and answer.approved)
 

@@ -156,6 +156,7 @@ def _watch(rollouts: Rollouts, name: str, policy: RolloutPolicy, reason: str) ->
     steps = RolloutSteps(start=lambda: rollouts.start(name, reason=reason).as_dict(),
                          judge=lambda: rollouts.step(name).as_dict(),
                          pause=lambda why: rollouts.pause(name, reason=why).as_dict(),
+                         preview=lambda: rollouts.judge(name).as_dict(),
                          approve=lambda percent: typer.confirm(
                              f"take {name} to {percent} %?", default=False))
     return run_rollout(name, policy, steps)

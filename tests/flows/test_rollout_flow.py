@@ -7,9 +7,20 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
+from uuid import UUID
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
 
 from flows import _resources
 from flows.rollout import RolloutParameters, rollout
@@ -105,3 +116,40 @@ def test_a_failed_gate_rolls_back_and_fails_the_run(prefect_harness: None,
     assert event.action == "rollback" and event.details["failed_gate"] == "error_rate"
     assert event.details["measured"]["canary"]["error_rate"] == 1.0
     assert event.details["measured"]["control"]["error_rate"] == 0.0
+
+
+def _paused_run(flow_name: str, timeout_s: float = 60.0) -> UUID:
+    """The id of the flow run of ``flow_name`` that is paused, once it is."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            named = [r for r in runs if r.name and client.read_flow(r.flow_id).name == flow_name]
+            if named:
+                return named[0].id
+            time.sleep(0.5)
+    raise AssertionError(f"no paused run of {flow_name} within {timeout_s} s")
+
+
+@pytest.mark.slow
+def test_approval_between_stages_waits_for_a_person(prefect_harness: None,
+                                                    flow_platform: Platform) -> None:
+    flow_platform.flags.create("flow-approved", {"retrieval_mode": "hybrid"},
+                               stages=(10, 50, 100))
+    results: dict[str, Any] = {}
+    params = RolloutParameters(flag="flow-approved", soak_s=0.5, min_requests=5,
+                               approval=True)
+    with _AuditTraffic(flow_platform, "flow-approved"):
+        worker = threading.Thread(target=lambda: results.update(rollout(params)))
+        worker.start()
+        # the first stage passed its gates; the flag stays at 10 % until someone answers
+        resume_flow_run(_paused_run("rollout"), run_input={"approved": True,
+                                                           "reason": "looks good"})
+        run = _paused_run("rollout")  # the next stage asks again
+        assert flow_platform.flags.get("flow-approved").percent == 50
+        resume_flow_run(run, run_input={"approved": False, "reason": "not today"})
+        worker.join(timeout=120)
+    assert (results["outcome"], results["final_percentage"]) == ("paused", 50)
+    flag = flow_platform.flags.get("flow-approved")
+    assert (flag.state, flag.percent) == ("paused", 50)

@@ -28,13 +28,15 @@ Json = dict[str, Any]
 
 @dataclass
 class RolloutSteps:
-    """What the loop calls. ``judge`` returns a decision as a dict
-    (:meth:`~rag_core.ops.rollout.controller.Decision.as_dict`); ``approve`` is asked
-    before each next stage when the policy wants approval."""
+    """What the loop calls. ``judge`` decides and acts, returning the decision as a dict
+    (:meth:`~rag_core.ops.rollout.controller.Decision.as_dict`); when the policy wants
+    approval, ``preview`` decides without acting and ``approve`` is asked before a move to
+    the next stage (a refusal pauses the flag where it is)."""
 
     start: Callable[[], Json]
     judge: Callable[[], Json]
     pause: Callable[[str], Json]
+    preview: Callable[[], Json] | None = None  # judge without acting (before an approval)
     approve: Callable[[int], bool] = lambda _percent: True
     sleep: Callable[[float], None] = time.sleep
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
@@ -55,6 +57,13 @@ def run_rollout(flag: str, policy: RolloutPolicy, steps: RolloutSteps, *,
     held_s = 0.0
     for _ in range(max_steps):
         steps.sleep(policy.soak_s)
+        if policy.approval and steps.preview is not None:
+            preview = steps.preview()
+            nxt = int(preview["next_percent"])
+            if preview["action"] in ("advance", "complete") and not steps.approve(nxt):
+                steps.pause(f"the move to {nxt} % was not approved")
+                decisions.append(preview)
+                return _summary(flag, "paused", int(preview["percent"]), passed, decisions)
         decision = steps.judge()
         decisions.append(decision)
         action, percent = decision["action"], int(decision["percent"])
@@ -77,10 +86,6 @@ def run_rollout(flag: str, policy: RolloutPolicy, steps: RolloutSteps, *,
         passed.append(percent)
         if action == "complete":
             return _summary(flag, "complete", 100, passed, decisions)
-        nxt = int(decision["next_percent"])
-        if policy.approval and not steps.approve(nxt):
-            steps.pause(f"the move to {nxt} % was not approved")
-            return _summary(flag, "paused", nxt, passed, decisions)
     paused = steps.pause(f"stopped after {max_steps} judgements")
     return _summary(flag, "paused", int(paused["percent"]), passed, decisions)
 
