@@ -28,7 +28,6 @@ from rag_core.cli import (
     query_commands,
     quota_commands,
     rollback_commands,
-    rollback_commands,
     rollout_commands,
     serve_commands,
 )
@@ -62,7 +61,6 @@ query_commands.register(app)
 dbt_commands.register(app)
 audit_commands.register(app)
 quota_commands.register(app)
-rollback_commands.register(app)
 rollback_commands.register(app)
 serve_commands.register(app)
 rollout_commands.register(app)
