@@ -105,7 +105,6 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     METHOD_NOT_ALLOWED = "method_not_allowed"
-    # anything not raised on purpose
     # feature flags and rollouts
     UNKNOWN_FLAG = "unknown_flag"
     INVALID_FLAG = "invalid_flag"
@@ -114,7 +113,7 @@ class ErrorCode(StrEnum):
     # operating it: the caches' Redis a command needs is down; an action that needs --yes
     CACHE_UNAVAILABLE = "cache_unavailable"
     CONFIRMATION_REQUIRED = "confirmation_required"
-
+    # anything not raised on purpose
     INTERNAL_ERROR = "internal_error"
 
     @property
