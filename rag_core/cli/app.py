@@ -27,6 +27,7 @@ from rag_core.cli import (
     prefect_commands,
     query_commands,
     quota_commands,
+    rls_commands,
     rollback_commands,
     rollout_commands,
     serve_commands,
@@ -66,6 +67,7 @@ serve_commands.register(app)
 rollout_commands.register(app)
 prefect_commands.register(app)
 embedding_commands.register(app)
+rls_commands.register(app)
 
 
 def _mount_plugins(root: typer.Typer) -> None:
