@@ -53,12 +53,14 @@ def smoke(
         ensure_models(settings.state_dir)
         with platform.admin_connection() as conn:
             tenant = tenant_admin.create_tenant(conn, display_name="rag prefect smoke")
+        report: SmokeReport | None = None
         try:
             report = run_prefect_smoke(platform.database, tenant, project=folder,
                                        env=os.environ, source_roots=settings.source_roots,
                                        options=options)
         finally:
-            if not keep_tenant:
+            # Kept only with a report to say which tenant it is.
+            if report is None or not keep_tenant:
                 with platform.admin_connection() as conn:
                     tenant_admin.delete_tenant(conn, tenant, redis_keys=platform.tenant_keys)
     _print(report)

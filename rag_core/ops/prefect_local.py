@@ -30,6 +30,12 @@ from typing import Any
 
 import httpx
 import psutil
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from rag_core.common.processes import pick_port
 from rag_core.errors import EmbeddedServerError
@@ -45,6 +51,9 @@ _PREFECT_ENV = {
     "PREFECT_UI_ENABLED": "false",
     "PREFECT_WORKER_QUERY_SECONDS": "1",
 }
+# Answers Prefect's own client retries: 503 is the server's "a retryable database error"
+# (SQLite busy under load, for one).
+_RETRY_STATUS = frozenset({429, 502, 503})
 # What a caller's shell may hold that would point a child at another Prefect.
 _FOREIGN = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH",
             "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
@@ -211,10 +220,23 @@ class LocalPrefect:
             return False
 
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One API call, retried on the answers a retry can mend (a POST that creates
+        something carries an idempotency key: see the caller)."""
+        retrying = Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(6),
+                            wait=wait_exponential_jitter(initial=0.5, max=5), reraise=True)
         try:
-            response = httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30.0)
-            response.raise_for_status()
+            for attempt in retrying:
+                with attempt:
+                    response = httpx.request(method, f"{self.api_url}{path}", json=body,
+                                             timeout=30.0)
+                    response.raise_for_status()
         except httpx.HTTPError as exc:
             raise EmbeddedServerError("Prefect server", str(self.home),
                                       f"{method} {path}: {exc}") from exc
         return response.json() if response.content else None
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code in _RETRY_STATUS
+    return isinstance(exc, httpx.TransportError)

@@ -152,7 +152,7 @@ def _run(prefect: LocalPrefect, report: SmokeReport, project: Path, options: Smo
     mark = time.perf_counter()
     deployment = prefect.get("/deployments/name/{}/{}".format(*INGEST_DEPLOYMENT))
     run = prefect.post(f"/deployments/{deployment['id']}/create_flow_run", {
-        "name": "prefect-smoke-ingest",
+        "name": "prefect-smoke-ingest", "idempotency_key": f"prefect-smoke-{tenant}",
         "parameters": {"params": {"source": str(corpus), "tenant_id": tenant, "workers": 1,
                                   "pool_workers": options.workers - 1}}})
     final = _wait_final(prefect, run["id"], timeout_s=options.timeout_s)
