@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
+from evaluations.retrieval.quality_gate import QualityGateSpec, gate_from_spec
 from flows._resources import platform, retry_unless_refused
 from rag_core.config.rollout import RolloutPolicy
 from rag_core.db.flag_cohorts import FLAG_NAME_REGEX
@@ -49,6 +51,10 @@ class RolloutParameters(BaseModel):
                                                      "move nothing")
     max_steps: int = Field(default=1000, ge=1, le=100_000,
                            description="judgements at most (a bound on the run)")
+    quality_gate: QualityGateSpec | None = Field(
+        default=None, description="an embedding rollout's extra gate: retrieval quality of "
+                                  "the flag's model key against the current one on a golden "
+                                  "set with judgements")
 
     def policy(self, base: RolloutPolicy) -> RolloutPolicy:
         overrides = {k: v for k, v in {
@@ -75,8 +81,9 @@ def start_rollout(params: RolloutParameters) -> dict[str, Any]:
     return _rollouts(params).start(params.flag).as_dict()
 
 
+# The gates are callables (a quality gate holds its golden set): not inputs to hash.
 @task(name="judge-stage", retries=2, retry_delay_seconds=5,
-      retry_condition_fn=retry_unless_refused)
+      retry_condition_fn=retry_unless_refused, cache_policy=NO_CACHE)
 def judge_stage(params: RolloutParameters, extra_gates: Sequence[ExtraGate] = ()
                 ) -> dict[str, Any]:
     return _rollouts(params).step(params.flag, extra_gates=extra_gates,
@@ -84,7 +91,7 @@ def judge_stage(params: RolloutParameters, extra_gates: Sequence[ExtraGate] = ()
 
 
 @task(name="preview-stage", retries=2, retry_delay_seconds=5,
-      retry_condition_fn=retry_unless_refused)
+      retry_condition_fn=retry_unless_refused, cache_policy=NO_CACHE)
 def preview_stage(params: RolloutParameters, extra_gates: Sequence[ExtraGate] = ()
                   ) -> dict[str, Any]:
     return _rollouts(params).judge(params.flag, extra_gates=extra_gates).as_dict()
@@ -117,7 +124,10 @@ def rollout(params: RolloutParameters) -> dict[str, Any]:
                 "final_percentage": decision["percent"], "stages_passed": [],
                 "decisions": [decision]}
     policy = params.policy(platform().settings.rollout)
-    return run_rollout(params.flag, policy, steps(params), max_steps=params.max_steps)
+    gates: list[ExtraGate] = [] if params.quality_gate is None else \
+        [gate_from_spec(platform(), params.quality_gate)]  # the golden set read once
+    return run_rollout(params.flag, policy, steps(params, lambda: gates),
+                       max_steps=params.max_steps)
 
 
 def _approved(params: RolloutParameters, next_percent: int) -> bool:

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -22,13 +23,14 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
+from evaluations.retrieval.quality_gate import QualityGateSpec
 from flows import _resources
 from flows.rollout import RolloutParameters, rollout
 from rag_core.common.tenancy import TenantId
 from rag_core.composition import Platform
 from rag_core.config import Settings
 from rag_core.db import tenant_admin
-from rag_core.errors import RolloutRolledBackError
+from rag_core.errors import PathOutsideRootsError, RolloutRolledBackError
 from rag_core.ops import services
 
 
@@ -153,3 +155,12 @@ def test_approval_between_stages_waits_for_a_person(prefect_harness: None,
     assert (results["outcome"], results["final_percentage"]) == ("paused", 50)
     flag = flow_platform.flags.get("flow-approved")
     assert (flag.state, flag.percent) == ("paused", 50)
+
+
+def test_a_quality_gate_outside_the_source_roots_is_refused_before_anything_moves(
+        prefect_harness: None, flow_platform: Platform, tmp_path: Path) -> None:
+    flow_platform.flags.create("flow-quality", {"retrieval_mode": "hybrid"})
+    spec = QualityGateSpec(tenant="tn_" + "0" * 32, dataset_dir=tmp_path)
+    with pytest.raises(PathOutsideRootsError):
+        rollout(RolloutParameters(flag="flow-quality", soak_s=0.5, quality_gate=spec))
+    assert flow_platform.flags.get("flow-quality").state == "off"
