@@ -29,6 +29,8 @@ from rag_core.ingestion.model_keys import (
     check_droppable,
     checked_key,
     drop_vectors,
+    embedder_label,
+    missing_by_tenant,
     tenants_with_vectors,
 )
 from rag_core.ingestion.reembed import Reembedding, ReembedPolicy
@@ -49,6 +51,8 @@ def reembed(
     model_key: ModelKey,
     backend: Annotated[str, typer.Option("--backend", help=f"one of {', '.join(BACKENDS)}")],
     tenants: Tenants = None,
+    all_tenants: Annotated[bool, typer.Option(
+        "--all-tenants", help="every tenant with chunks missing the key's vector")] = False,
     batch_chunks: Annotated[int, typer.Option(min=1, max=10_000,
                                               help="chunks per transaction")] = 64,
     as_json: JsonFlag = False,
@@ -58,14 +62,18 @@ def reembed(
     No re-chunking; a rerun embeds only what is missing (resumable)."""
     if backend not in BACKENDS:
         raise ConfigurationError("--backend", backend, f"one of {', '.join(BACKENDS)}")
-    if not tenants:
-        raise ConfigurationError("--tenant", None, "name at least one tenant")
-    chosen = [parse_tenant_id(t) for t in tenants]
+    _one_choice(tenants, all_tenants)
     key = checked_key(model_key)
     settings = get_settings()
     with Platform(settings) as platform:
-        for tenant in chosen:
-            require_tenant(platform.database, tenant)
+        chosen: list[TenantId]
+        if all_tenants:  # every rollout stage may reach any of them: all need the vectors
+            with platform.admin_connection() as conn:
+                chosen = [t for t, n in missing_by_tenant(conn, key).items() if n]
+        else:
+            chosen = [parse_tenant_id(t) for t in tenants or ()]
+            for tenant in chosen:
+                require_tenant(platform.database, tenant)
         embedder = load_embedder(backend, state_dir=settings.state_dir)
         job = Reembedding(platform.database, platform.admin_connection,
                           VectorStore(platform.database, settings, model_key=key), embedder,
@@ -79,7 +87,7 @@ def reembed(
                       f"{report.elapsed_s:.1f}s", highlight=False)
     if as_json:
         emit_json({"model_key": key, "backend": backend,
-                   "model": reports[0].model if reports else None,
+                   "model": embedder_label(embedder),
                    "embedded": sum(r.embedded for r in reports),
                    "missing": sum(r.missing for r in reports),
                    "tenants": [r.as_dict() for r in reports]})
@@ -98,9 +106,7 @@ def drop(
     """Delete a model key's vectors (per tenant or all) once no question searches them.
 
     Chunks, documents and other keys' vectors stay."""
-    if bool(tenants) == all_tenants:
-        raise ConfigurationError("--tenant/--all-tenants", tenants or None,
-                                 "give either --tenant (repeatable) or --all-tenants")
+    _one_choice(tenants, all_tenants)
     key = checked_key(model_key)
     settings = get_settings()
     with Platform(settings) as platform:
@@ -119,6 +125,12 @@ def drop(
     if as_json:
         emit_json({"model_key": key, "dropped": sum(dropped.values()),
                    "tenants": [{"tenant_id": t, "dropped": n} for t, n in dropped.items()]})
+
+
+def _one_choice(tenants: list[str] | None, all_tenants: bool) -> None:
+    if bool(tenants) == all_tenants:
+        raise ConfigurationError("--tenant/--all-tenants", tenants or None,
+                                 "give either --tenant (repeatable) or --all-tenants")
 
 
 def _confirm(key: str, tenants: list[TenantId], *, yes: bool) -> None:

@@ -34,7 +34,7 @@ from rag_core.errors import ConfigurationError, EmbeddingKeyRefusedError
 
 __all__ = ["KEY_PATTERN", "AdminConnector", "Coverage", "check_droppable", "checked_key",
            "coverage", "drop_vectors", "embedder_label", "ensure_registered",
-           "registered_model", "tenants_with_vectors"]
+           "missing_by_tenant", "registered_model", "tenants_with_vectors"]
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 AdminConnector = Callable[[], AbstractContextManager[Connection]]
@@ -58,6 +58,14 @@ DELETE FROM rag.chunk_embeddings
                      WHERE tenant_id = %s AND model_key = %s LIMIT %s)
 """
 _BYPASSES_RLS = "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+_MISSING_BY_TENANT = """
+SELECT c.tenant_id, count(*) FILTER (WHERE e.chunk_id IS NULL)
+  FROM rag.chunks c
+  LEFT JOIN rag.chunk_embeddings e
+    ON e.chunk_id = c.chunk_id AND e.tenant_id = c.tenant_id AND e.model_key = %s
+ GROUP BY c.tenant_id
+ ORDER BY c.tenant_id
+"""
 _TENANTS_WITH_VECTORS = """
 SELECT t.tenant_id FROM rag.tenants t
  WHERE EXISTS (SELECT 1 FROM rag.chunk_embeddings e
@@ -187,16 +195,26 @@ def drop_vectors(db: Database, tenant_id: TenantId | str, model_key: str, *,
             return dropped
 
 
-def tenants_with_vectors(conn: Connection, model_key: str) -> list[TenantId]:
-    """Every tenant holding vectors under ``model_key``, read on the admin connection.
-
-    Row-level security is FORCEd on these tables: a role that does not bypass it would see
-    no tenant at all, which must not pass for "nothing to drop"."""
+def _require_bypass(conn: Connection) -> None:
+    """Row-level security is FORCEd on these tables: a role that does not bypass it would
+    see no tenant at all, which must not pass for "nothing there"."""
     row = conn.execute(_BYPASSES_RLS).fetchone()
     if row is None or not row[0]:
         raise ConfigurationError("DATABASE_URL", "(the admin role)",
-                                 "it does not bypass row-level security, so it cannot find "
-                                 "the tenants holding the key's vectors; name them with "
-                                 "--tenant")
+                                 "it does not bypass row-level security, so it cannot see "
+                                 "every tenant's vectors; name the tenants with --tenant")
+
+
+def tenants_with_vectors(conn: Connection, model_key: str) -> list[TenantId]:
+    """Every tenant holding vectors under ``model_key``, read on the admin connection."""
+    _require_bypass(conn)
     return [parse_tenant_id(str(t)) for (t,) in
             conn.execute(_TENANTS_WITH_VECTORS, [model_key]).fetchall()]
+
+
+def missing_by_tenant(conn: Connection, model_key: str) -> dict[TenantId, int]:
+    """Every tenant with chunks, and how many of them have no vector under ``model_key``
+    (0: covered), read on the admin connection in one statement."""
+    _require_bypass(conn)
+    return {parse_tenant_id(str(t)): int(n) for t, n in
+            conn.execute(_MISSING_BY_TENANT, [model_key]).fetchall()}

@@ -240,7 +240,7 @@ def test_a_keys_vectors_are_dropped_only_once_nothing_searches_them(
 
 def test_rag_embeddings_reembed_and_drop_with_json(
         platform: Platform, tenants: list[TenantId], tmp_path: Path) -> None:
-    tenant = tenants[0]
+    tenant, other = tenants
     env = cli_environment(RAG_STATE_DIR=str(TEST_STATE_DIR),
                           RAG_EMBEDDED_DATABASE=platform.settings.embedded_database)
     chunks = len(_chunk_ids(platform.database, tenant))
@@ -257,22 +257,28 @@ def test_rag_embeddings_reembed_and_drop_with_json(
     assert (made["model_key"], made["embedded"], made["missing"]) == ("minilm-cli", chunks, 0)
     assert made["tenants"][0]["registered"] is True
     assert last_json(args)["embedded"] == 0
+    # every tenant still missing the key's vectors: only the other one now
+    others = len(_chunk_ids(platform.database, other))
+    everyone = last_json([*args[:2], "--all-tenants", *args[4:]])
+    assert [(t["tenant_id"], t["embedded"]) for t in everyone["tenants"]] == [(other, others)]
+    assert last_json([*args[:2], "--all-tenants", *args[4:]])["tenants"] == []
+    # no terminal to ask on (stdin closed, as in CI): refused, nothing dropped
+    unconfirmed = subprocess.run([*RAG, "embeddings", "drop", "--model-key", "minilm-cli",
+                                  "--tenant", tenant, "--json"], env=env, cwd=REPO_ROOT,
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                 timeout=180, check=False)
+    assert_one_line_failure(unconfirmed, ErrorCode.CONFIRMATION_REQUIRED)
+    assert len(_vectors(platform.database, tenant, "minilm-cli")) == chunks
     dropped = last_json(["embeddings", "drop", "--model-key", "minilm-cli", "--all-tenants",
                          "--yes", "--json"])
-    assert dropped == {"model_key": "minilm-cli", "dropped": chunks,
-                       "tenants": [{"tenant_id": tenant, "dropped": chunks}]}
+    assert dropped["dropped"] == chunks + others
+    assert sorted((t["tenant_id"], t["dropped"]) for t in dropped["tenants"]) == sorted(
+        [(tenant, chunks), (other, others)])
 
     refused = run_rag(["embeddings", "drop", "--model-key", DEFAULT_KEY, "--tenant", tenant,
                        "--yes", "--json"], env, REPO_ROOT)
     _, payload = assert_one_line_failure(refused, ErrorCode.WRITE_REFUSED)
     assert payload is not None and "RAG_EMBEDDING_MODEL_KEY" in payload["message"]
-    # no terminal to ask on (stdin closed, as in CI): refused, nothing dropped
-    unconfirmed = subprocess.run([*RAG, "embeddings", "drop", "--model-key", "minilm-copy",
-                                  "--tenant", tenant, "--json"], env=env, cwd=REPO_ROOT,
-                                 stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                 timeout=180, check=False)
-    assert_one_line_failure(unconfirmed, ErrorCode.CONFIRMATION_REQUIRED)
-    assert len(_vectors(platform.database, tenant, "minilm-copy")) == chunks
     bad = run_rag([*args[:-3], "--backend", "word2vec", "--json"], env, REPO_ROOT)
     assert_one_line_failure(bad, ErrorCode.CONFIGURATION_INVALID)
     with platform.admin_connection() as conn:
