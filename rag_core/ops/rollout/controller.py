@@ -30,6 +30,7 @@ from rag_core.config.rollout import RolloutPolicy
 from rag_core.db.feature_flags import AdminConnector, FlagStore
 from rag_core.db.flag_cohorts import Flag
 from rag_core.errors import FlagStateError
+from rag_core.ops.embedding_coverage import embedding_coverage_gate
 from rag_core.ops.rollout.gates import ExtraGate, GateResult, evaluate_gates, verdict
 from rag_core.ops.rollout.measure import CohortMeasurement, measure_cohorts
 
@@ -73,6 +74,10 @@ class Rollouts:
         self._admin = admin
         self._tokens_per_day = tokens_per_day
         self._actor = actor
+        # Judged on every stage of every flag (it passes flags that switch no model key):
+        # a cohort routed to a key without its vectors gets empty searches, which no other
+        # gate counts as an error.
+        self._builtin_gates: tuple[ExtraGate, ...] = (embedding_coverage_gate(admin),)
 
     def start(self, name: str, *, reason: str = "rollout started") -> Flag:
         """The flag at its first stage (a paused rollout resumes at its percentage)."""
@@ -103,7 +108,7 @@ class Rollouts:
         gates = evaluate_gates(measured.canary, measured.control, percent=flag.percent,
                                policy=self.policy, breaker_open_s=measured.breaker_open_s)
         if not any(g.outcome == "fail" for g in gates):
-            gates += [gate(flag) for gate in extra_gates]
+            gates += [gate(flag) for gate in (*self._builtin_gates, *extra_gates)]
         outcome, deciding = verdict(gates)
         nxt = self._next(flag)
         if outcome == "fail":
