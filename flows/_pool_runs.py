@@ -36,6 +36,22 @@ def submit_runs(deployment: str, parameters: dict[str, Any], count: int,
     return ids
 
 
+def wait_started(run_ids: list[str], timeout_s: float) -> int:
+    """Wait (up to ``timeout_s``) until every run has left the scheduled state (a worker
+    took it, or it ended); how many did. Lets a caller that wants its job shared from its
+    first item give the workers time to start their flow-run processes."""
+    ids = [UUID(run_id) for run_id in run_ids]
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(run_id) for run_id in ids]
+            started = sum(run.state is not None and not run.state.is_scheduled()
+                          and not run.state.is_pending() for run in runs)
+            if started == len(ids) or time.monotonic() >= deadline:
+                return started
+            time.sleep(_POLL_S / 4)
+
+
 def settle_runs(run_ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
     """Cancel the runs no worker has picked up, wait (up to ``timeout_s``) for the others to
     end; what became of each (name, final state, the worker that ran it)."""

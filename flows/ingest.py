@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from pydantic import BaseModel, Field
 
-from flows._pool_runs import settle_runs, submit_runs
+from flows._pool_runs import settle_runs, submit_runs, wait_started
 from flows._resources import platform, retry_unless_refused
 from rag_core.common.tenancy import TENANT_ID_REGEX
 
@@ -44,6 +44,10 @@ class IngestParameters(BaseModel):
                               description="more ingest-worker flow runs submitted to the work "
                                           "pool for this job (each worker that picks one up "
                                           "claims its own batches)")
+    pool_start_wait_s: float = Field(default=0, ge=0, le=3600,
+                                     description="how long this run waits for its pool "
+                                                 "workers to start before it starts its own "
+                                                 "share (0: at once)")
     pool_workers_timeout_s: float = Field(default=6 * 3600, gt=0,
                                           description="how long this run waits for its pool "
                                                       "workers once its own share is done")
@@ -83,6 +87,11 @@ def submit_pool_workers(job_id: str, tenant_id: str, count: int) -> list[str]:
                        name_prefix=f"ingest-worker-{job_id[:8]}")
 
 
+@task(name="wait-for-pool-workers", cache_policy=NO_CACHE)
+def wait_for_pool_workers(run_ids: list[str], timeout_s: float) -> int:
+    return wait_started(run_ids, timeout_s)
+
+
 @task(name="settle-pool-workers", cache_policy=NO_CACHE)
 def settle_pool_workers(run_ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
     return settle_runs(run_ids, timeout_s)
@@ -100,6 +109,8 @@ def ingest(params: IngestParameters) -> dict[str, Any]:
     job_id = plan_or_resume(params)
     helpers = submit_pool_workers(job_id, params.tenant_id, params.pool_workers) \
         if params.pool_workers else []
+    if helpers and params.pool_start_wait_s:
+        wait_for_pool_workers(helpers, params.pool_start_wait_s)
     futures = [process_items.submit(job_id, params.tenant_id) for _ in range(params.workers)]
     wait(futures)
     workers = [future.result() for future in futures]

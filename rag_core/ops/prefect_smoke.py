@@ -153,8 +153,11 @@ def _run(prefect: LocalPrefect, report: SmokeReport, project: Path, options: Smo
     deployment = prefect.get("/deployments/name/{}/{}".format(*INGEST_DEPLOYMENT))
     run = prefect.post(f"/deployments/{deployment['id']}/create_flow_run", {
         "name": "prefect-smoke-ingest", "idempotency_key": f"prefect-smoke-{tenant}",
+        # The helpers get time to start their flow-run processes before the ingest run
+        # starts its own share: on a fast machine it could otherwise finish the job alone.
         "parameters": {"params": {"source": str(corpus), "tenant_id": tenant, "workers": 1,
-                                  "pool_workers": options.workers - 1}}})
+                                  "pool_workers": options.workers - 1,
+                                  "pool_start_wait_s": min(options.timeout_s, 180)}}})
     final = _wait_final(prefect, run["id"], timeout_s=options.timeout_s)
     report.phases_s["ingest"] = _since(mark)
     children = prefect.post("/flow_runs/filter", {
