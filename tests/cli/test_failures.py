@@ -42,6 +42,26 @@ def run_rag(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
                           timeout=180, check=False)
 
 
+def servers_env(settings: Settings, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    """A ``rag`` child's environment: ``settings``' database and ``redis_url`` given as URLs,
+    with an empty state folder of the test's own."""
+    targets = resolve_targets(settings)
+    state = tmp_path / "state"
+    state.mkdir()
+    return cli_environment(DATABASE_URL=targets.admin_url, RAG_APP_DATABASE_URL=targets.app_url,
+                           REDIS_URL=redis_url, RAG_STATE_DIR=str(state))
+
+
+def run_rag_json(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """``rag ARGS --json`` that must succeed without a traceback; its last line's object."""
+    result = run_rag([*args, "--json"], env, cwd)
+    output = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 0, output
+    assert "Traceback" not in result.stdout + result.stderr, output
+    payload: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return payload
+
+
 def assert_one_line_failure(result: subprocess.CompletedProcess[str], code: ErrorCode, *,
                             as_json: bool = True) -> tuple[str, dict[str, Any] | None]:
     """The contract of a typed failure; returns the stderr line and the JSON object."""

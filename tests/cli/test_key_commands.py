@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,11 +14,9 @@ from rag_core.common.tenancy import TenantId
 from rag_core.composition import Platform
 from rag_core.config import Settings
 from rag_core.db.api_keys import ApiKeys
-from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.redis.embedded import EmbeddedRedis
-from tests.cli.test_failures import assert_one_line_failure, run_rag
-from tests.conftest import cli_environment
+from tests.cli.test_failures import assert_one_line_failure, run_rag, run_rag_json, servers_env
 
 KEY_FIELDS = {"key", "key_id", "tenant_id", "name", "created_at"}
 INFO_FIELDS = {"key_id", "tenant_id", "name", "created_at", "revoked_at", "replaced_by", "live"}
@@ -28,11 +25,7 @@ INFO_FIELDS = {"key_id", "tenant_id", "name", "created_at", "revoked_at", "repla
 @pytest.fixture()
 def env(settings: Settings, redis_server: EmbeddedRedis, tmp_path: Path) -> dict[str, str]:
     """The test servers given as URLs, with an empty state folder (as in test_failures)."""
-    targets = resolve_targets(settings)
-    state = tmp_path / "state"
-    state.mkdir()
-    return cli_environment(DATABASE_URL=targets.admin_url, RAG_APP_DATABASE_URL=targets.app_url,
-                           REDIS_URL=redis_server.url(), RAG_STATE_DIR=str(state))
+    return servers_env(settings, redis_server.url(), tmp_path)
 
 
 @pytest.fixture()
@@ -40,43 +33,34 @@ def keys(settings: Settings, db: Database) -> ApiKeys:
     return Platform(settings, database=db, start_services=False).api_keys
 
 
-def _json(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    result = run_rag([*args, "--json"], env, cwd)
-    output = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert result.returncode == 0, output
-    assert "Traceback" not in result.stdout + result.stderr, output
-    payload: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return payload
-
-
 def test_create_list_rotate_revoke_with_json(env: dict[str, str], tmp_path: Path,
                                              keys: ApiKeys,
                                              make_tenant: Callable[[], TenantId]) -> None:
     tenant = make_tenant()
-    created = _json(["tenant", "key", "create", tenant, "--name", "ci bot"], env, tmp_path)
+    created = run_rag_json(["tenant", "key", "create", tenant, "--name", "ci bot"], env, tmp_path)
     assert set(created) == KEY_FIELDS
     assert (created["tenant_id"], created["name"]) == (tenant, "ci bot")
     assert created["key"].startswith(f"rag_{created['key_id']}_")
     assert keys.resolve(created["key"]) == tenant
 
-    listed = _json(["tenant", "key", "list", tenant], env, tmp_path)
+    listed = run_rag_json(["tenant", "key", "list", tenant], env, tmp_path)
     assert listed["tenant_id"] == tenant
     assert [set(k) for k in listed["keys"]] == [INFO_FIELDS]
     assert listed["keys"][0]["key_id"] == created["key_id"] and listed["keys"][0]["live"]
     assert created["key"] not in json.dumps(listed)
 
-    rotated = _json(["tenant", "key", "rotate", tenant, created["key_id"]], env, tmp_path)
+    rotated = run_rag_json(["tenant", "key", "rotate", tenant, created["key_id"]], env, tmp_path)
     assert set(rotated) == KEY_FIELDS | {"replaces"}
     assert rotated["replaces"] == created["key_id"] and rotated["name"] == "ci bot"
     assert keys.resolve(created["key"]) is None
     assert keys.resolve(rotated["key"]) == tenant
 
-    revoked = _json(["tenant", "key", "revoke", tenant, rotated["key_id"]], env, tmp_path)
+    revoked = run_rag_json(["tenant", "key", "revoke", tenant, rotated["key_id"]], env, tmp_path)
     assert set(revoked) == INFO_FIELDS
     assert revoked["revoked_at"] is not None and revoked["live"] is False
     assert keys.resolve(rotated["key"]) is None
 
-    final = _json(["tenant", "key", "list", tenant], env, tmp_path)
+    final = run_rag_json(["tenant", "key", "list", tenant], env, tmp_path)
     assert [(k["key_id"], k["live"], k["replaced_by"]) for k in final["keys"]] == [
         (created["key_id"], False, rotated["key_id"]), (rotated["key_id"], False, None)]
 

@@ -5,10 +5,8 @@ measured as such, and a runtime-only process refused with a typed error."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,11 +14,9 @@ import pytest
 from rag_core.codes import ErrorCode
 from rag_core.common.tenancy import TenantId
 from rag_core.config import Settings
-from rag_core.db.connection import resolve_targets
 from rag_core.redis.embedded import EmbeddedRedis
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
-from tests.cli.test_failures import assert_one_line_failure, run_rag
-from tests.conftest import cli_environment
+from tests.cli.test_failures import assert_one_line_failure, run_rag, run_rag_json, servers_env
 
 SAMPLE_FIELDS = {"ok", "measured", "tenant_id", "overhead_ms", "enforced_ms", "bypassed_ms",
                  "rows_enforced", "rows_bypassed", "took_s", "threshold_ms", "above_threshold"}
@@ -28,20 +24,7 @@ SAMPLE_FIELDS = {"ok", "measured", "tenant_id", "overhead_ms", "enforced_ms", "b
 
 @pytest.fixture()
 def env(settings: Settings, redis_server: EmbeddedRedis, tmp_path: Path) -> dict[str, str]:
-    targets = resolve_targets(settings)
-    state = tmp_path / "state"
-    state.mkdir()
-    return cli_environment(DATABASE_URL=targets.admin_url, RAG_APP_DATABASE_URL=targets.app_url,
-                           REDIS_URL=redis_server.url(), RAG_STATE_DIR=str(state))
-
-
-def last_json(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    result = run_rag([*args, "--json"], env, cwd)
-    output = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert result.returncode == 0, output
-    assert "Traceback" not in result.stdout + result.stderr, output
-    payload: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return payload
+    return servers_env(settings, redis_server.url(), tmp_path)
 
 
 def test_measures_a_tenant_search_both_ways(env: dict[str, str], tmp_path: Path,
@@ -52,7 +35,7 @@ def test_measures_a_tenant_search_both_ways(env: dict[str, str], tmp_path: Path,
     store.add_document(tenant, "doc://cli", b"c", [
         ChunkToStore(f"chunk {i}", 2, hashlib.sha256(f"{i}".encode()).digest(),
                      rng.standard_normal(384).astype(np.float32)) for i in range(20)])
-    shown = last_json(["rls-overhead", "--tenant", tenant, "--repeats", "3"], env, tmp_path)
+    shown = run_rag_json(["rls-overhead", "--tenant", tenant, "--repeats", "3"], env, tmp_path)
     assert set(shown) == SAMPLE_FIELDS
     assert shown["measured"] is True and shown["tenant_id"] == tenant
     assert len(shown["enforced_ms"]) == len(shown["bypassed_ms"]) == 3
@@ -60,7 +43,7 @@ def test_measures_a_tenant_search_both_ways(env: dict[str, str], tmp_path: Path,
     assert shown["above_threshold"] is (shown["overhead_ms"] > shown["threshold_ms"] == 100)
 
     # A tenant without vectors is searched too: nothing to find, both ways.
-    empty = last_json(["rls-overhead", "--tenant", make_tenant(), "--repeats", "1"], env,
+    empty = run_rag_json(["rls-overhead", "--tenant", make_tenant(), "--repeats", "1"], env,
                       tmp_path)
     assert empty["rows_enforced"] == empty["rows_bypassed"] == 0
 

@@ -4,20 +4,16 @@ lines, the moves in the flag's history, and typed one-line failures."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rag_core.codes import ErrorCode
 from rag_core.config import Settings
-from rag_core.db.connection import resolve_targets
 from rag_core.ops import services
 from rag_core.redis.embedded import EmbeddedRedis
-from tests.cli.test_failures import assert_one_line_failure, run_rag
-from tests.conftest import cli_environment
+from tests.cli.test_failures import assert_one_line_failure, run_rag, run_rag_json, servers_env
 
 
 @pytest.fixture(scope="module")
@@ -29,39 +25,26 @@ def own_settings(create_database: Callable[[str], Settings]) -> Settings:
 
 @pytest.fixture()
 def env(own_settings: Settings, redis_server: EmbeddedRedis, tmp_path: Path) -> dict[str, str]:
-    targets = resolve_targets(own_settings)
-    state = tmp_path / "state"
-    state.mkdir()
-    return cli_environment(DATABASE_URL=targets.admin_url, RAG_APP_DATABASE_URL=targets.app_url,
-                           REDIS_URL=redis_server.url(), RAG_STATE_DIR=str(state))
-
-
-def _json(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    result = run_rag([*args, "--json"], env, cwd)
-    output = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert result.returncode == 0, output
-    assert "Traceback" not in result.stdout + result.stderr, output
-    payload: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return payload
+    return servers_env(own_settings, redis_server.url(), tmp_path)
 
 
 def test_a_flag_from_creation_to_rollback(env: dict[str, str], tmp_path: Path) -> None:
-    created = _json(["rollout", "create", "cli-hybrid", "--variant", "retrieval_mode=hybrid",
+    created = run_rag_json(["rollout", "create", "cli-hybrid", "--variant", "retrieval_mode=hybrid",
                      "--stages", "10,100", "--description", "hybrid for a cohort"], env,
                     tmp_path)
     assert (created["state"], created["percent"], created["stages"]) == ("off", 0, [10, 100])
-    started = _json(["rollout", "start", "cli-hybrid"], env, tmp_path)
+    started = run_rag_json(["rollout", "start", "cli-hybrid"], env, tmp_path)
     assert (started["state"], started["percent"]) == ("rolling", 10)
-    held = _json(["rollout", "advance", "cli-hybrid"], env, tmp_path)  # no traffic yet
+    held = run_rag_json(["rollout", "advance", "cli-hybrid"], env, tmp_path)  # no traffic yet
     assert (held["action"], held["next_percent"]) == ("hold", 10)
-    assert _json(["rollout", "pause", "cli-hybrid"], env, tmp_path)["state"] == "paused"
-    status = _json(["rollout", "status", "cli-hybrid"], env, tmp_path)
+    assert run_rag_json(["rollout", "pause", "cli-hybrid"], env, tmp_path)["state"] == "paused"
+    status = run_rag_json(["rollout", "status", "cli-hybrid"], env, tmp_path)
     assert status["flag"]["state"] == "paused" and status["gates_now"]["action"] == "hold"
     assert [e["action"] for e in status["history"]] == ["pause", "gate_held", "start", "create"]
-    forced = _json(["rollout", "advance", "cli-hybrid", "--force", "--reason", "on-call ok"],
+    forced = run_rag_json(["rollout", "advance", "cli-hybrid", "--force", "--reason", "on-call ok"],
                    env, tmp_path)
     assert (forced["action"], forced["next_percent"]) == ("complete", 100)
-    back = _json(["rollout", "rollback", "cli-hybrid", "--reason", "drill"], env, tmp_path)
+    back = run_rag_json(["rollout", "rollback", "cli-hybrid", "--reason", "drill"], env, tmp_path)
     assert (back["state"], back["percent"]) == ("rolled_back", 0)
 
 
@@ -75,9 +58,9 @@ def test_bad_input_and_wrong_states_are_typed_one_line_failures(env: dict[str, s
     for args, code, named in cases:
         line, _ = assert_one_line_failure(run_rag([*args, "--json"], env, tmp_path), code)
         assert named in line  # the offending value is named
-    _json(["rollout", "create", "cli-state", "--variant", "prompt_version=batch-qa-v2"], env,
+    run_rag_json(["rollout", "create", "cli-state", "--variant", "prompt_version=batch-qa-v2"], env,
           tmp_path)
-    _json(["rollout", "rollback", "cli-state"], env, tmp_path)
+    run_rag_json(["rollout", "rollback", "cli-state"], env, tmp_path)
     line, _ = assert_one_line_failure(
         run_rag(["rollout", "advance", "cli-state", "--json"], env, tmp_path),
         ErrorCode.ROLLOUT_REFUSED)
