@@ -32,6 +32,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from rag_core.common.tenancy import is_valid_tenant_id
 from rag_core.db.flag_cohorts import (
     FLAG_NAME_REGEX,
     FLAG_STATES,
@@ -73,7 +74,6 @@ _HISTORY = ("SELECT event_id, occurred_at, action, state, rollout_percent, actor
             "details FROM rag.feature_flag_events WHERE flag_key = %s "
             "ORDER BY event_id DESC LIMIT %s")
 _MAX_TENANT_LIST = 1000
-_TENANT_ID = re.compile(r"^tn_[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def checked_stages(stages: Iterable[int]) -> tuple[int, ...]:
 
 
 def _checked_tenants(field: str, tenants: Collection[str]) -> list[str]:
-    bad = [t for t in tenants if not _TENANT_ID.match(str(t))]
+    bad = [t for t in tenants if not is_valid_tenant_id(t)]
     if bad or len(tenants) > _MAX_TENANT_LIST:
         raise InvalidFlagError(field, bad[:3] or len(tenants),
                                f"at most {_MAX_TENANT_LIST} tenant ids like tn_<32 hex>")
