@@ -46,7 +46,7 @@ from rag_core.db.flag_cohorts import Flag
 from rag_core.embeddings.registry import ensure_models
 from rag_core.errors import RolloutRolledBackError
 from rag_core.ops import services
-from rag_core.ops.rollout.runner import RolloutSteps, run_rollout
+from rag_core.ops.rollout.runner import run_rollout
 from rag_testing.fake_groq import (
     FakeGroqServer,
     FakeResponse,
@@ -156,9 +156,7 @@ def _one_rollout(platform: Platform, traffic: _Traffic, name: str, variant: dict
     platform.flags.create(name, variant, description="rollout demo", stages=policy.stages)
     rollouts = platform.rollouts(policy, actor="rag rollout demo")
     traffic.follow(name)
-    steps = RolloutSteps(start=lambda: rollouts.start(name).as_dict(),
-                         judge=lambda: rollouts.step(name).as_dict(),
-                         pause=lambda why: rollouts.pause(name, reason=why).as_dict())
+    steps = rollouts.steps(name)
     try:
         summary = run_rollout(name, policy, steps)
     except RolloutRolledBackError as rolled_back:

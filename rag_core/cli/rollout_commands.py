@@ -22,7 +22,7 @@ from rag_core.config import get_settings
 from rag_core.config.rollout import RolloutPolicy
 from rag_core.errors import InvalidFlagError
 from rag_core.ops.rollout.controller import Decision, Rollouts
-from rag_core.ops.rollout.runner import RolloutSteps, run_rollout
+from rag_core.ops.rollout.runner import run_rollout
 
 __all__ = ["register", "rollout_app"]
 
@@ -153,12 +153,8 @@ def start(name: FlagArg,
 
 
 def _watch(rollouts: Rollouts, name: str, policy: RolloutPolicy, reason: str) -> dict[str, Any]:
-    steps = RolloutSteps(start=lambda: rollouts.start(name, reason=reason).as_dict(),
-                         judge=lambda: rollouts.step(name).as_dict(),
-                         pause=lambda why: rollouts.pause(name, reason=why).as_dict(),
-                         preview=lambda: rollouts.judge(name).as_dict(),
-                         approve=lambda percent: typer.confirm(
-                             f"take {name} to {percent} %?", default=False))
+    steps = rollouts.steps(name, reason=reason, approve=lambda percent: typer.confirm(
+        f"take {name} to {percent} %?", default=False))
     return run_rollout(name, policy, steps)
 
 

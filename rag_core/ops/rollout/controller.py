@@ -21,7 +21,7 @@ controllers on one flag cannot both advance it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -33,6 +33,7 @@ from rag_core.errors import FlagStateError
 from rag_core.ops.embedding_coverage import embedding_coverage_gate
 from rag_core.ops.rollout.gates import ExtraGate, GateResult, evaluate_gates, verdict
 from rag_core.ops.rollout.measure import CohortMeasurement, measure_cohorts
+from rag_core.ops.rollout.runner import RolloutSteps
 
 __all__ = ["Decision", "Rollouts"]
 
@@ -181,6 +182,18 @@ class Rollouts:
             _log.error("rollout of %s rolled back: %s (%s)", name, reason,
                        {k: details.get(k) for k in ("percent", "failed_gate")})
         return flag
+
+    def steps(self, name: str, *, reason: str = "rollout started",
+              approve: Callable[[int], bool] | None = None) -> RolloutSteps:
+        """The rollout loop's steps as this controller's own moves, in this process (the
+        Prefect flow passes its tasks instead)."""
+        steps = RolloutSteps(start=lambda: self.start(name, reason=reason).as_dict(),
+                             judge=lambda: self.step(name).as_dict(),
+                             pause=lambda why: self.pause(name, reason=why).as_dict(),
+                             preview=lambda: self.judge(name).as_dict())
+        if approve is not None:
+            steps.approve = approve
+        return steps
 
     def _stages(self, flag: Flag) -> tuple[int, ...]:
         return flag.stages or self.policy.stages
