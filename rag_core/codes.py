@@ -113,6 +113,8 @@ class ErrorCode(StrEnum):
     # operating it: the caches' Redis a command needs is down; an action that needs --yes
     CACHE_UNAVAILABLE = "cache_unavailable"
     CONFIRMATION_REQUIRED = "confirmation_required"
+    # analytics: a Great Expectations checkpoint on the dbt marts found rows that break it
+    DATA_QUALITY_FAILED = "data_quality_failed"
     # anything not raised on purpose
     INTERNAL_ERROR = "internal_error"
 
@@ -152,6 +154,7 @@ _CATEGORIES: dict[ErrorCode, ErrorCategory] = {
     ], ErrorCategory.LIMITED),
     **dict.fromkeys([
         _C.MIGRATION_FAILED, _C.PARTIAL, _C.BENCHMARK_FAILED, _C.ROLLOUT_ROLLED_BACK,
+        _C.DATA_QUALITY_FAILED,
     ], ErrorCategory.FAILED),
     _C.INTERNAL_ERROR: ErrorCategory.INTERNAL,
 }

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["COMPARING_STATES", "FLAG_NAME_REGEX", "FLAG_STATES", "LIVE_STATES", "VARIANT_KEYS",
-           "Flag", "FlagState", "cohort_label"]
+__all__ = ["COHORTS", "COMPARING_STATES", "FLAG_NAME_REGEX", "FLAG_STATES", "LIVE_STATES",
+           "VARIANT_KEYS", "Flag", "FlagState", "cohort_label"]
 
 FlagState = Literal["off", "rolling", "paused", "complete", "rolled_back"]
 FLAG_STATES: tuple[FlagState, ...] = ("off", "rolling", "paused", "complete", "rolled_back")
@@ -33,6 +33,9 @@ LIVE_STATES: frozenset[str] = frozenset({"rolling", "paused", "complete"})
 #: States in which canary and control are compared: their audit rows carry the cohort.
 COMPARING_STATES: frozenset[str] = frozenset({"rolling", "paused"})
 FLAG_NAME_REGEX = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # the table's CHECK
+#: The two sides of a rollout in the audit log's ``rollout_cohort``: the tenants a flag
+#: reaches, and the rest (the analytics marts' data quality checks accept exactly these).
+COHORTS: tuple[str, str] = ("canary", "control")
 #: What a flag can switch on the query path, and the values each setting takes (None: any
 #: value the composition root knows, checked when the flag is created).
 VARIANT_KEYS: Mapping[str, frozenset[str] | None] = {
@@ -92,6 +95,7 @@ def cohort_label(flags: Sequence[Flag], tenant: str) -> str | None:
     """What the audit row's ``rollout_cohort`` says for ``tenant``: ``name=canary`` or
     ``name=control`` for every flag being rolled out, sorted by name and joined by commas
     (``None`` when no rollout is under way)."""
-    parts = [f"{f.name}={'canary' if f.reaches(tenant) else 'control'}"
+    canary, control = COHORTS
+    parts = [f"{f.name}={canary if f.reaches(tenant) else control}"
              for f in sorted(flags, key=lambda f: f.name) if f.comparing]
     return ",".join(parts) or None

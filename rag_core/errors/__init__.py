@@ -30,7 +30,8 @@ The tree::
     ├── ApiError: UnauthorizedError, ResourceNotFoundError (UnknownApiKeyError, UnknownFlagError)
     ├── InvalidFlagError (an InputError), FlagStateError
     ├── RolloutRolledBackError
-    └── ConfirmationRequiredError
+    ├── ConfirmationRequiredError
+    └── DataQualityError (the analytics marts' expectations)
 """
 
 from rag_core.errors.api import (
@@ -82,7 +83,7 @@ from rag_core.errors.llm import (
     LLMResponseError,
     LLMUnavailableError,
 )
-from rag_core.errors.operations import ConfirmationRequiredError
+from rag_core.errors.operations import ConfirmationRequiredError, DataQualityError
 from rag_core.errors.paths import PathOutsideRootsError
 from rag_core.errors.storage import (
     CacheUnavailableError,
@@ -115,6 +116,7 @@ __all__ = [
     "ConfigurationError",
     "ConfirmationRequiredError",
     "CrossTenantLeakError",
+    "DataQualityError",
     "DatabaseError",
     "DatabaseUnavailableError",
     "DatasetError",

@@ -1,5 +1,6 @@
 """Errors of operating the platform: an action that changes production state and was not
-confirmed (``rag rollback`` without ``--yes`` where nobody can answer a prompt)."""
+confirmed (``rag rollback`` without ``--yes`` where nobody can answer a prompt); the data
+quality checks of the analytics marts failing (``rag analytics check``, the analytics flow)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,16 @@ class ConfirmationRequiredError(RagCoreError):
     def __init__(self, command: str, reason: str) -> None:
         self.command = command
         super().__init__(f"{command} not run: {reason}; nothing was changed")
+
+
+class DataQualityError(RagCoreError):
+    """A Great Expectations checkpoint on the dbt marts found rows that break its
+    expectations (or a mart it checks is missing). ``summary`` names each broken
+    expectation, its column and a sample of the offending rows."""
+
+    code = ErrorCode.DATA_QUALITY_FAILED
+
+    def __init__(self, summary: str, *, failed: int) -> None:
+        self.summary = summary
+        self.failed = failed
+        super().__init__(summary)
