@@ -24,7 +24,7 @@ from rag_core.common.tenancy import TenantId
 from rag_core.composition import Platform
 from rag_core.config import Settings
 from rag_core.db import tenant_admin
-from rag_core.db.connection import resolve_targets
+from rag_core.db.connection import resolve_analytics_target, resolve_targets
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
@@ -110,6 +110,14 @@ def db(settings: Settings) -> Iterator[Database]:
 @pytest.fixture()
 def admin_conn(settings: Settings) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     with psycopg.connect(resolve_targets(settings).admin_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture()
+def analyst_conn(settings: Settings) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """An autocommit connection as the analytics role (rag_analyst, migration 0013): what
+    dbt and analysts connect as."""
+    with psycopg.connect(resolve_analytics_target(settings).url, autocommit=True) as conn:
         yield conn
 
 

@@ -1,4 +1,4 @@
-"""``rag dbt …``: run dbt on the audit project with the platform's own connection settings."""
+"""``rag dbt …``: run dbt on the audit project as the analytics role (``rag_analyst``)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,24 @@ from psycopg.conninfo import conninfo_to_dict
 from rag_core.cli._output import fail_cleanly
 from rag_core.common.offline import offline_environment
 from rag_core.config import Settings, get_settings, resource_dir
-from rag_core.db.connection import resolve_targets
+from rag_core.db.connection import resolve_analytics_target
 from rag_core.ops import services
 
 
 def dbt_environment(settings: Settings) -> dict[str, str]:
-    """Environment for dbt: the admin connection of the configured (or embedded) server.
+    """Environment for dbt: the analytics role's connection (read-only, the reporting views
+    across tenants, its own schema ``rag_analytics``; migration 0013), never the admin's.
 
     dbt writes its target and logs under the state folder, so the project itself may be
     read-only (an installed wheel).
     """
-    params = conninfo_to_dict(resolve_targets(settings).admin_url)
+    target = resolve_analytics_target(settings)
+    params = conninfo_to_dict(target.url)
     dbt_state = settings.state_dir / "dbt"
     return {**offline_environment(),
             "RAG_DBT_HOST": str(params.get("host", "127.0.0.1")),
             "RAG_DBT_PORT": str(params.get("port", "5432")),
-            "RAG_DBT_USER": str(params.get("user", "postgres")),
+            "RAG_DBT_USER": str(params.get("user") or target.role),
             "RAG_DBT_PASSWORD": str(params.get("password", "")),
             "RAG_DBT_DBNAME": str(params.get("dbname", "rag")),
             "DBT_PROFILES_DIR": str(resource_dir("dbt")),

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     )
     app_db_role: str = "rag_app"
     app_db_password: SecretStr | None = None
+    # The analysts' read-only role (migration 0013): dbt and `rag dbt` connect as it. Resolved
+    # like the application role (rag_core.db.connection.resolve_analytics_target).
+    analytics_database_url: str | None = Field(
+        default=None, description="the analytics role's connection (read-only, reporting "
+                                  "views across tenants, no tenant content)")
+    analytics_db_role: str = "rag_analyst"
+    analytics_db_password: SecretStr | None = None
     # Least privilege: a query service, ingestion worker or Prefect flow run sets this and
     # then holds only RAG_APP_DATABASE_URL; the admin URL is refused in such a process
     # (rag_core.db.connection.resolve_targets) and `rag doctor` warns if it is present.

@@ -5,6 +5,12 @@ Embedded default: both point at the embedded server under the state folder, data
 the application URL is ``RAG_APP_DATABASE_URL``, or the admin URL with the user swapped for
 ``RAG_APP_DB_ROLE`` and ``RAG_APP_DB_PASSWORD`` (set by ``rag db upgrade``).
 
+The analytics role (analysts, dbt: read-only, the reporting views across tenants, migration
+0013) is resolved the same way: ``RAG_ANALYTICS_DATABASE_URL``, or the admin URL with the
+user swapped for ``RAG_ANALYTICS_DB_ROLE`` and ``RAG_ANALYTICS_DB_PASSWORD`` (set by
+``rag db upgrade``), or the embedded server with its generated password
+(:func:`resolve_analytics_target`).
+
 Two resolvers, because two kinds of process exist. ``resolve_app_target`` is all a runtime
 (query service, ingestion worker, Prefect flow) needs, and works with nothing but
 ``RAG_APP_DATABASE_URL``; ``resolve_targets`` adds the admin URL for migrations and
@@ -39,6 +45,9 @@ class DatabaseTargets:
     app_role: str
     app_password: str | None
     embedded: bool
+    # The analytics role's password to set (None: not configured, or the DBA manages it).
+    analytics_role: str = "rag_analyst"
+    analytics_password: str | None = None
 
     @property
     def database_name(self) -> str:
@@ -87,6 +96,47 @@ def resolve_app_target(settings: Settings) -> AppTarget:
                      settings.app_db_role, embedded=False)
 
 
+@dataclass(frozen=True)
+class AnalyticsTarget:
+    """The analytics role's connection (``rag dbt``, analysts)."""
+
+    url: str
+    role: str
+    embedded: bool
+
+
+def analytics_role_name(settings: Settings) -> str:
+    """The analytics role's name: the user of ``RAG_ANALYTICS_DATABASE_URL`` when given."""
+    if settings.analytics_database_url is not None:
+        user = conninfo_to_dict(settings.analytics_database_url).get("user")
+        return str(user or settings.analytics_db_role)
+    return settings.analytics_db_role
+
+
+def resolve_analytics_target(settings: Settings) -> AnalyticsTarget:
+    """The analytics URL under ``settings`` (see the module docstring); the embedded server
+    must already be running. ``ConfigurationError`` on an external server given neither the
+    analytics URL nor its password."""
+    role = analytics_role_name(settings)
+    if settings.analytics_database_url is not None:
+        return AnalyticsTarget(settings.analytics_database_url, role, embedded=False)
+    if settings.uses_embedded_postgres:
+        server = EmbeddedPostgres(settings.state_dir)
+        url = server.url_for(role, server.credentials().analytics_password,
+                             settings.embedded_database)
+        return AnalyticsTarget(url, role, embedded=True)
+    base = settings.database_url or settings.app_database_url
+    if base is None or settings.analytics_db_password is None:
+        raise ConfigurationError(
+            "RAG_ANALYTICS_DATABASE_URL", None,
+            "with an external database, give the analytics role's URL, or "
+            "RAG_ANALYTICS_DB_PASSWORD so that `rag db upgrade` sets it on role " + role)
+    params = conninfo_to_dict(base)
+    params.update(user=role, password=settings.analytics_db_password.get_secret_value())
+    return AnalyticsTarget(make_conninfo("", **{k: v for k, v in params.items()
+                                                if v is not None}), role, embedded=False)
+
+
 def resolve_targets(settings: Settings) -> DatabaseTargets:
     """The admin and application URLs under ``settings``, for migrations and administration;
     the embedded server must already be running.
@@ -108,15 +158,23 @@ def resolve_targets(settings: Settings) -> DatabaseTargets:
     app = resolve_app_target(settings)
     password = (settings.app_db_password.get_secret_value()
                 if settings.app_db_password is not None else None)
+    analytics_role = analytics_role_name(settings)
     if settings.uses_embedded_postgres:
         server = EmbeddedPostgres(settings.state_dir)
+        credentials = server.credentials()
         return DatabaseTargets(
             admin_url=server.admin_url(settings.embedded_database), app_url=app.url,
-            app_role=settings.app_db_role, app_password=server.credentials().app_password,
-            embedded=True)
+            app_role=settings.app_db_role, app_password=credentials.app_password,
+            embedded=True, analytics_role=analytics_role,
+            analytics_password=credentials.analytics_password)
     assert settings.database_url is not None
+    # An explicit RAG_ANALYTICS_DATABASE_URL means the DBA manages that role's password.
+    analytics_password = (settings.analytics_db_password.get_secret_value()
+                          if settings.analytics_db_password is not None
+                          and settings.analytics_database_url is None else None)
     return DatabaseTargets(settings.database_url, app.url, settings.app_db_role, password,
-                           embedded=False)
+                           embedded=False, analytics_role=analytics_role,
+                           analytics_password=analytics_password)
 
 
 def pooler_options(pooler: DatabasePooler) -> dict[str, Any]:

@@ -8,7 +8,8 @@ are idempotent and safe when called concurrently (an ``flock`` serialises them) 
 crash that left a stale ``postmaster.pid``.
 
 Layout under ``<state_dir>/pg``: ``data/`` (PGDATA), ``port``, ``credentials.json`` (0600:
-the superuser's and the application role's passwords), ``server.log``, ``.lock``.
+the passwords of the superuser, the application role and the analytics role),
+``server.log``, ``.lock``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ def _bin_dir() -> Path:
 class Credentials:
     superuser_password: str
     app_password: str
+    analytics_password: str
+
+
+_PASSWORDS = ("superuser_password", "app_password", "analytics_password")  # Credentials' order
 
 
 class EmbeddedPostgres(EmbeddedServer):
@@ -116,16 +121,20 @@ class EmbeddedPostgres(EmbeddedServer):
         return self._status_unlocked()
 
     def credentials(self) -> Credentials:
-        """The passwords of this server, created on first use."""
-        if not self._credentials_file.exists():
+        """The passwords of this server, created on first use; a password a file written by
+        an older version lacks (the analytics role's) is added to it."""
+        if not self._credentials_file.exists() or \
+                set(_PASSWORDS) - set(json.loads(self._credentials_file.read_text())):
             self.root.mkdir(parents=True, exist_ok=True)
-            payload = {"superuser_password": secrets.token_urlsafe(24),
-                       "app_password": secrets.token_urlsafe(24)}
             with file_lock(self.root / ".credentials.lock"):
-                if not self._credentials_file.exists():
-                    write_atomic(self._credentials_file, json.dumps(payload), mode=0o600)
+                data: dict[str, str] = (json.loads(self._credentials_file.read_text())
+                                        if self._credentials_file.exists() else {})
+                missing = [name for name in _PASSWORDS if name not in data]
+                if missing:
+                    data.update({name: secrets.token_urlsafe(24) for name in missing})
+                    write_atomic(self._credentials_file, json.dumps(data), mode=0o600)
         data = json.loads(self._credentials_file.read_text())
-        return Credentials(data["superuser_password"], data["app_password"])
+        return Credentials(*(data[name] for name in _PASSWORDS))
 
     def admin_url(self, database: str = "postgres") -> str:
         status = self._require_running()

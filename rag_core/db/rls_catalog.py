@@ -21,7 +21,12 @@ What "isolates" means, per table (``policy_problems``):
 * one exception, by name: an owner lookup (``OWNER_LOOKUP_POLICIES`` in
   :mod:`rag_core.db.schema`, e.g. the API key resolution of migration 0010) passes when it
   is for SELECT alone, for the table's owner alone, with exactly its documented ``USING``
-  and no ``WITH CHECK``. Anything else about it is judged like any permissive policy.
+  and no ``WITH CHECK``. Anything else about it is judged like any permissive policy;
+* another, by name: the reporting read of migration 0013 (``REPORTING_POLICY`` on a table
+  of ``REPORTED_TENANT_TABLES``) passes when it is for SELECT alone, for
+  ``REPORTING_OWNER`` alone, ``USING (true)`` and no ``WITH CHECK``. That role reads all
+  tenants' rows of the table by design; whether it is safe (NOLOGIN, nobody's member, no
+  grant on tenant content) is the doctor's analytics check (:mod:`rag_core.db.reporting`).
 
 The rules read the deparsed expression (``pg_get_expr``): a textual check, strict on purpose
 (fail closed): a policy the doctor cannot read as a tenant comparison is reported.
@@ -35,7 +40,12 @@ from typing import Any
 
 import psycopg
 
-from rag_core.db.schema import OWNER_LOOKUP_POLICIES
+from rag_core.db.schema import (
+    OWNER_LOOKUP_POLICIES,
+    REPORTED_TENANT_TABLES,
+    REPORTING_OWNER,
+    REPORTING_POLICY,
+)
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -152,6 +162,14 @@ def is_owner_lookup(table: TenantTable, policy: Policy) -> bool:
             and policy.with_check is None)
 
 
+def is_reporting_read(table: TenantTable, policy: Policy) -> bool:
+    """Whether ``policy`` is migration 0013's reporting read, exactly as documented."""
+    return (table.schema == "rag" and table.name in REPORTED_TENANT_TABLES
+            and policy.name == REPORTING_POLICY and policy.command == "SELECT"
+            and policy.roles == (REPORTING_OWNER,) and policy.using == "true"
+            and policy.with_check is None)
+
+
 def policy_problems(table: TenantTable) -> list[str]:
     """Why ``table`` is not isolated per tenant (empty when it is)."""
     problems = []
@@ -162,7 +180,8 @@ def policy_problems(table: TenantTable) -> list[str]:
     if not table.policies:
         problems.append("no policy")
     for policy in table.policies:
-        if not policy.permissive or is_owner_lookup(table, policy):
+        if not policy.permissive or is_owner_lookup(table, policy) \
+                or is_reporting_read(table, policy):
             continue
         clauses = []
         if policy.command in _READS:

@@ -21,3 +21,30 @@ OWNER_LOOKUP_POLICIES: dict[tuple[str, str, str], str] = {
     ("rag", "api_keys", "api_key_resolution"):
         "(key_id = current_setting('app.api_key_id'::text, true))",
 }
+
+# --- analysts (migration 0013) -----------------------------------------------------------
+# Analysts and dbt connect as the analytics role (Settings.analytics_db_role, default
+# rag_analyst): it reads schema REPORTING_SCHEMA and builds in ANALYTICS_SCHEMA, nothing else.
+# The views of REPORTING_SCHEMA are owned by REPORTING_OWNER, a NOLOGIN role whose only way
+# past the tenant policies is one SELECT policy per reported tenant table, REPORTING_POLICY,
+# for it alone, USING (true); it is granted only the columns the views show.
+REPORTING_SCHEMA = "rag_reporting"
+ANALYTICS_SCHEMA = "rag_analytics"
+REPORTING_OWNER = "rag_reporting_owner"
+REPORTING_POLICY = "reporting_read"
+# Tenant tables behind a reporting view, each with the columns no view shows (tenant content
+# or secrets: document text and titles, redacted questions, the cache epoch). Every other
+# tenant table holds tenant content and is out of the reporting roles' reach altogether.
+REPORTED_TENANT_TABLES: dict[str, tuple[str, ...]] = {
+    "tenants": ("cache_epoch",),
+    "audit_log": ("question_redacted",),
+    "ingestion_jobs": (),
+    "ingestion_items": ("title", "body", "metadata"),
+    "ingestion_errors": (),
+}
+# Global tables behind a reporting view (no tenant rows), with the columns no view shows.
+REPORTED_GLOBAL_TABLES: dict[str, tuple[str, ...]] = {
+    "feature_flags": ("cohort_salt",),
+    "feature_flag_events": (),
+    "benchmark_runs": (),
+}

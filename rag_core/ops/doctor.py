@@ -22,6 +22,7 @@ from rag_core.config import Settings
 from rag_core.db import migrations
 from rag_core.db.connection import (
     AppTarget,
+    analytics_role_name,
     pooler_options,
     redact_url,
     resolve_app_target,
@@ -29,7 +30,9 @@ from rag_core.db.connection import (
 )
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import check_application_role
+from rag_core.db.reporting import reporting_problems
 from rag_core.db.rls_catalog import find_tenant_tables, policy_problems
+from rag_core.db.schema import ANALYTICS_SCHEMA, REPORTING_OWNER, REPORTING_SCHEMA
 from rag_core.errors import RagCoreError
 from rag_core.redis import urls as redis_urls
 from rag_core.redis.embedded import EmbeddedRedis
@@ -151,6 +154,7 @@ def _check_database(conn: psycopg.Connection[tuple[Any, ...]], app: AppTarget,
                             "from an admin process)"))
     checks.append(_check_rls(conn, app.role))
     checks.append(_check_app_role(app, settings))
+    checks.append(_check_analytics_roles(conn, analytics_role_name(settings), app.role))
     return checks
 
 
@@ -241,6 +245,18 @@ def _check_app_role(app: AppTarget, settings: Settings) -> Check:
         return Check("application role", "fail", str(exc))
     return Check("application role", "ok",
                  f"{role}: not superuser, NOBYPASSRLS, owns nothing in schema rag")
+
+
+def _check_analytics_roles(conn: psycopg.Connection[tuple[Any, ...]], analytics_role: str,
+                           app_role: str) -> Check:
+    """The analysts' read-only role and the reporting views' owner (``rag_core.db.reporting``)."""
+    problems = reporting_problems(conn, analytics_role, app_role)
+    if problems:
+        return Check("analytics role", "fail", "; ".join(problems))
+    return Check("analytics role", "ok",
+                 f"{analytics_role}: NOBYPASSRLS, reads only schema {REPORTING_SCHEMA} "
+                 f"(every tenant, no tenant content), writes only in {ANALYTICS_SCHEMA}; "
+                 f"{REPORTING_OWNER} cannot log in and is nobody's member")
 
 
 def _check_redis(settings: Settings) -> Check:

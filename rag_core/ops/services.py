@@ -1,5 +1,5 @@
 """Bring the platform's backing services up: embedded servers when no URLs are configured,
-the database and its migrations, and the application role's password.
+the database and its migrations, and the passwords of the application and analytics roles.
 
 This is the one place that decides "embedded or external"; the CLI and the test suite
 both call it, so a user's first command and CI exercise the same path.
@@ -20,6 +20,8 @@ from rag_core.db.connection import DatabaseTargets, admin_connection, connect, r
 from rag_core.db.embedded import EmbeddedPostgres
 from rag_core.db.pool import Database
 from rag_core.redis.embedded import EmbeddedRedis
+
+_ALTER_ROLE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,14 @@ def redis_url(settings: Settings) -> str:
 
 
 def upgrade_database(settings: Settings, target: int | None = None) -> UpgradeResult:
-    """Apply pending migrations, then give the application role its password."""
+    """Apply pending migrations, then give the application and analytics roles their
+    passwords."""
     targets = resolve_targets(settings)
     with connect(targets.admin_url, connect_timeout_s=settings.db_connect_timeout_s,
                  pooler=settings.db_pooler) as conn:
         applied = migrations.upgrade(conn, settings.migrations_dir, target)
         set_app_role_password(conn, targets)
+        set_role_password(conn, targets.analytics_role, targets.analytics_password)
     return UpgradeResult(applied, targets.database_name)
 
 
@@ -78,22 +82,37 @@ def downgrade_database(settings: Settings, target: int) -> list[int]:
 
 def set_app_role_password(conn: psycopg.Connection[tuple[object, ...]],
                           targets: DatabaseTargets) -> None:
-    if targets.app_password is None:
-        return  # external server with an explicit RAG_APP_DATABASE_URL: the DBA manages it
-    role_exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                               [targets.app_role]).fetchone()
+    # None: external server with an explicit RAG_APP_DATABASE_URL, the DBA manages it.
+    set_role_password(conn, targets.app_role, targets.app_password)
+
+
+def set_role_password(conn: psycopg.Connection[tuple[object, ...]], role: str,
+                      password: str | None) -> None:
+    """Give ``role`` (the application or the analytics role) ``password``; nothing when the
+    password is None (managed by the DBA) or the role does not exist yet."""
+    if password is None:
+        return
+    role_exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
     if role_exists is None:
         return  # migrations not applied yet
     # ALTER ROLE takes no bind parameters, and a statement is logged whole under
     # log_statement=ddl: send the SCRAM-SHA-256 verifier libpq computes on this side (as psql's
     # \password does), never the password. The migration lock serialises concurrent runners
-    # (concurrent ALTER ROLEs on one role fail with "tuple concurrently updated").
-    verifier = conn.pgconn.encrypt_password(targets.app_password.encode(),
-                                            targets.app_role.encode(), b"scram-sha-256")
-    with conn.transaction():
-        migrations.lock(conn)
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-            sql.Identifier(targets.app_role), sql.Literal(verifier.decode())))
+    # of one database (concurrent ALTER ROLEs on one role fail with "tuple concurrently
+    # updated"); runners of two databases on one server (roles are cluster-wide, the lock is
+    # not) may still collide, so that error is retried.
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+    statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(verifier.decode()))
+    for attempt in range(_ALTER_ROLE_ATTEMPTS):
+        try:
+            with conn.transaction():
+                migrations.lock(conn)
+                conn.execute(statement)
+            return
+        except psycopg.errors.InternalError_ as exc:
+            if "concurrently updated" not in str(exc) or attempt + 1 == _ALTER_ROLE_ATTEMPTS:
+                raise
 
 
 def open_database(settings: Settings) -> Database:

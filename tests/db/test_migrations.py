@@ -210,7 +210,7 @@ LEFTOVERS = {
     "a function body": ("functions", "CREATE OR REPLACE FUNCTION rag.current_tenant_id() "
                                      "RETURNS text LANGUAGE sql STABLE AS $$ SELECT 'x' $$"),
     "a column default": ("columns", "ALTER TABLE rag.chunks ALTER ordinal SET DEFAULT 0"),
-    "a column type": ("columns", "ALTER TABLE rag.tenants ALTER display_name TYPE varchar"),
+    "a column type": ("columns", "ALTER TABLE rag.documents ALTER title TYPE varchar"),
     "a table grant": ("relations", "GRANT INSERT ON rag.tenants TO rag_app"),
     "a column grant": ("columns", "GRANT UPDATE (display_name) ON rag.tenants TO rag_app"),
     "a grant outside rag": ("role_dependencies", "GRANT CREATE ON SCHEMA public TO rag_app"),
@@ -254,8 +254,10 @@ def test_full_rollback_restores_the_catalog_of_a_fresh_database(
     migrated = _catalog(url)
     # The snapshot sees what the migrations made (else the comparison below proves nothing).
     assert {r[1] for r in migrated["relations"] if r[0] == "rag"} >= EXPECTED_TABLES
-    # One tenant predicate everywhere, and 0010's owner lookup (rag_core.db.schema).
-    assert {r[2] for r in migrated["policies"]} == {"tenant_isolation", "api_key_resolution"}
+    # One tenant predicate everywhere, 0010's owner lookup and 0013's reporting read
+    # (rag_core.db.schema).
+    assert {r[2] for r in migrated["policies"]} == {"tenant_isolation", "api_key_resolution",
+                                                    "reporting_read"}
     assert {r[1] for r in migrated["functions"]} >= {"search_chunks", "current_tenant_id"}
     assert ("rag.embedding_models", (1,)) in migrated["row_counts"]
     assert any(r[1] == "rag_app" for r in migrated["role_dependencies"])
