@@ -19,11 +19,13 @@ import typer
 from rich.table import Table
 
 from rag_core.cli import (
+    analytics_commands,
     audit_commands,
     dbt_commands,
     embedding_commands,
     ingest_commands,
     key_commands,
+    partition_commands,
     prefect_commands,
     query_commands,
     quota_commands,
@@ -57,9 +59,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(services_app, name="services")
 app.add_typer(tenant_app, name="tenant")
 key_commands.register(tenant_app)
+partition_commands.register(tenant_app)
 ingest_commands.register(app)
 query_commands.register(app)
 dbt_commands.register(app)
+analytics_commands.register(app)
 audit_commands.register(app)
 quota_commands.register(app)
 rollback_commands.register(app)

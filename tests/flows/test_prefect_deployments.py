@@ -111,6 +111,23 @@ def test_deployment_parameters_validate_against_the_flow(
     assert set(validated) >= set(flow.parameters.required or [])
 
 
+def test_every_deployment_trigger_validates_and_names_deployments_of_the_file() -> None:
+    """What `prefect deploy` makes of each trigger (the automations it creates), and the
+    deployments a trigger waits for exist here (a renamed one would silently never fire)."""
+    from prefect.events import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    names = {d["name"] for d in _deployments()}
+    for deployment in _deployments():
+        for number, spec in enumerate(deployment.get("triggers") or [], start=1):
+            TypeAdapter(DeploymentTriggerTypes).validate_python(
+                {**spec, "name": f"{deployment['name']}__automation_{number}"})
+            related = spec.get("match_related") or {}
+            if related.get("prefect.resource.role") == "deployment":
+                wanted = related["prefect.resource.name"]
+                assert set([wanted] if isinstance(wanted, str) else wanted) <= names
+
+
 def test_a_deployment_parameter_of_the_wrong_type_is_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The check above can fail: a bad tenant id in the ingest defaults is caught."""
