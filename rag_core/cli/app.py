@@ -25,6 +25,7 @@ from rag_core.cli import (
     embedding_commands,
     ingest_commands,
     key_commands,
+    partition_commands,
     prefect_commands,
     query_commands,
     quota_commands,
@@ -58,6 +59,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(services_app, name="services")
 app.add_typer(tenant_app, name="tenant")
 key_commands.register(tenant_app)
+partition_commands.register(tenant_app)
 ingest_commands.register(app)
 query_commands.register(app)
 dbt_commands.register(app)

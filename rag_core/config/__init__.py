@@ -36,6 +36,7 @@ from rag_core.config.policies import (
     RateLimitPolicy,
     RetryPolicy,
 )
+from rag_core.config.retrieval import PartitionPolicy
 from rag_core.config.rollout import RolloutPolicy
 from rag_core.errors import ConfigurationError
 
@@ -153,6 +154,9 @@ class Settings(BaseSettings):
     exact_search_max_rows: int = Field(default=10_000, ge=0)
     hnsw_iterative_scan: Literal["relaxed_order", "strict_order"] = "relaxed_order"
     hnsw_max_scan_tuples: int = Field(default=20_000, ge=1)
+    # Which tenants get a partition and HNSW graph of their own (RAG_RETRIEVAL__*, migration
+    # 0014): rag tenant rebalance and the rebalance flow move them.
+    retrieval: PartitionPolicy = PartitionPolicy()
 
     # --- embeddings and ingestion -----------------------------------------------------------
     embedding_backend: Literal["fastembed", "fastembed-int8", "sentence-transformers"] = \

@@ -7,6 +7,8 @@ Deleting a tenant also purges its Redis keys when given the platform's
 :class:`~rag_core.redis.tenant_keys.TenantKeys` (the CLI does): after the database commit,
 so a Redis outage never blocks or undoes a deletion. What a failed purge leaves behind is
 unreadable anyway (cache keys carry the deleted row's epoch, migration 0009) and expires.
+A tenant with a vector partition of its own (migration 0014) has it dropped after the rows
+are gone (:meth:`~rag_core.db.tenant_partitions.TenantPartitions.drop`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import psycopg
 
 from rag_core.common.tenancy import TenantId, new_tenant_id, parse_tenant_id
+from rag_core.db.tenant_partitions import TenantPartitions
 from rag_core.redis.tenant_keys import PurgeResult, TenantKeys
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -61,6 +64,9 @@ def delete_tenant(conn: Connection, tenant_id: str, *,
         conn.execute("DELETE FROM rag.audit_log WHERE tenant_id = %s", [tenant])
         cur = conn.execute("DELETE FROM rag.tenants WHERE tenant_id = %s", [tenant])
         existed = cur.rowcount > 0
+    # Its own partition, if any, now empty: detached and dropped (a failure leaves an empty
+    # orphan partition, which `rag tenant rebalance` drops).
+    TenantPartitions(conn).drop(tenant)
     purge = redis_keys.purge(tenant) if redis_keys is not None else None
     return TenantDeletion(tenant, existed, purge)
 

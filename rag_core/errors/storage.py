@@ -110,3 +110,14 @@ class EmbeddingModelUnavailableError(ServiceError):
             f"embedding model {model_id!r} is unavailable at {self.path}: {detail}; "
             "create it with `rag setup` (or rag_core.embeddings.ensure_models(state_dir))"
         )
+
+
+class PartitionBusyError(DatabaseError):
+    """A tenant's partition change kept waiting for a lock (others' transactions held it)
+    through every attempt; nothing was left half done, a later run continues."""
+
+    def __init__(self, tenant_id: str, step: str, attempts: int) -> None:
+        self.tenant_id = tenant_id
+        self.step = step
+        super().__init__(f"tenant {tenant_id}: {step} did not get its lock in {attempts} "
+                         "attempts (busy); run `rag tenant rebalance` again later")

@@ -34,6 +34,7 @@ from rag_core.db.reporting import reporting_problems
 from rag_core.db.rls_catalog import find_tenant_tables, policy_problems
 from rag_core.db.schema import ANALYTICS_SCHEMA, REPORTING_OWNER, REPORTING_SCHEMA
 from rag_core.errors import RagCoreError
+from rag_core.ops.rebalance import plans_detail
 from rag_core.redis import urls as redis_urls
 from rag_core.redis.embedded import EmbeddedRedis
 
@@ -147,6 +148,7 @@ def _check_database(conn: psycopg.Connection[tuple[Any, ...]], app: AppTarget,
     checks.append(_check_vectorscale(conn, database))
     if admin:
         checks.append(_check_migrations(conn, settings))
+        checks.append(_check_tenant_plans(conn, settings))
     else:
         checks.append(Check("migrations", "info",
                             "not checked: the migration ledger is read as the admin, and this "
@@ -208,6 +210,14 @@ def _check_migrations(conn: psycopg.Connection[tuple[Any, ...]], settings: Setti
         return Check("migrations", "fail", f"pending migrations {pending}: run `rag db upgrade`")
     latest = max((s.version for s in states), default=0)
     return Check("migrations", "ok", f"{len(states)} applied, at version {latest:04d}")
+
+
+def _check_tenant_plans(conn: psycopg.Connection[tuple[Any, ...]],
+                        settings: Settings) -> Check:
+    """Each tenant's vector plan (shared partition or its own, with the graph's parameters),
+    and whether `rag tenant rebalance` has work (``rag_core.ops.rebalance``)."""
+    status, detail = plans_detail(conn, settings.retrieval)
+    return Check("tenant plans", status, detail)
 
 
 def _check_rls(conn: psycopg.Connection[tuple[Any, ...]], app_role: str) -> Check:

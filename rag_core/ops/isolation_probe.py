@@ -4,9 +4,11 @@ It creates tenants of very different sizes with random vectors under a dedicated
 model key (so product vectors are untouched), then runs randomized probes as the
 application role: searches (exact and HNSW plans), raw SELECTs without a tenant filter,
 searches for one tenant from another's session, sessions with no tenant or a forged one,
-SQL-injection strings as ids, and writes aimed at other tenants. A *leak* is any row of
-another tenant that reaches the caller, or any foreign write that takes effect. Probe
-tenants are deleted at the end.
+SQL-injection strings as ids, writes aimed at other tenants, and direct reads of the vector
+partitions (migration 0014). Probe tenants at or above ``RAG_RETRIEVAL__OWN_PARTITION_MIN_ROWS``
+are promoted to their own partition first, as ``rag tenant rebalance`` would, so both plans
+are attacked. A *leak* is any row of another tenant that reaches the caller, or any foreign
+write that takes effect. Probe tenants (and their partitions) are deleted at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from rag_core.db import tenant_admin
 from rag_core.db.connection import pooler_options, resolve_targets
 from rag_core.db.pool import Connection, Database
 from rag_core.db.schema import TENANT_TABLES
+from rag_core.db.tenant_partitions import (
+    TenantPartitions,
+    graph_params_for,
+    partition_name,
+)
 from rag_core.errors import CrossTenantLeakError, InvalidTenantIdError
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
 
@@ -67,6 +74,8 @@ class ProbeReport:
     plans: Counter[str] = field(default_factory=Counter)
     leak_examples: list[str] = field(default_factory=list)
     tenant_sizes: list[int] = field(default_factory=list)
+    promoted_sizes: list[int] = field(default_factory=list)  # tenants with their own partition
+    refused_partition_reads: int = 0
     setup_s: float = 0.0
     elapsed_s: float = 0.0
 
@@ -98,6 +107,7 @@ class IsolationProbe:
         self.size_of: dict[TenantId, int] = {}
         self.chunk_ids: dict[TenantId, list[int]] = {}
         self.document_ids: dict[TenantId, int] = {}
+        self.promoted: list[TenantId] = []
         self.report = ProbeReport(tenant_sizes=self.sizes)
         self.store = VectorStore(db, settings, model_key=PROBE_MODEL_KEY)
 
@@ -131,7 +141,19 @@ class IsolationProbe:
             with self.db.tenant_session(tenant) as conn:
                 self.chunk_ids[tenant] = [int(r[0]) for r in conn.execute(
                     "SELECT chunk_id FROM rag.chunks WHERE tenant_id = %s", [tenant])]
+        self._promote_large(admin_url)
         self.report.setup_s = round(time.perf_counter() - started, 3)
+
+    def _promote_large(self, admin_url: str) -> None:
+        threshold = self.settings.retrieval.own_partition_min_rows
+        with psycopg.connect(admin_url, autocommit=True,
+                             **pooler_options(self.settings.db_pooler)) as conn:
+            partitions = TenantPartitions(conn, self.settings.retrieval)
+            for tenant in self.tenants:
+                if self.size_of[tenant] >= threshold:
+                    partitions.promote(tenant, graph_params_for(conn, self.size_of[tenant]))
+                    self.promoted.append(tenant)
+                    self.report.promoted_sizes.append(self.size_of[tenant])
 
     def teardown(self) -> None:
         admin_url = resolve_targets(self.settings).admin_url
@@ -148,8 +170,9 @@ class IsolationProbe:
             ("raw_select", self._raw_select), ("unset_tenant", self._unset_tenant),
             ("forged_tenant", self._forged_tenant), ("injection_id", self._injection_id),
             ("write_foreign", self._write_foreign),
+            ("partition_direct", self._partition_direct),
         ]
-        weights = [30, 15, 10, 15, 5, 5, 5, 15]
+        weights = [30, 15, 10, 15, 5, 5, 5, 15, 5]
         started = time.perf_counter()
         for _ in range(probes):
             name, probe = self.rng.choices(kinds, weights)[0]
@@ -218,6 +241,22 @@ class IsolationProbe:
         for (row_tenant,) in rows:
             if row_tenant != tenant:
                 self.report.leak(f"raw_select {table}: {tenant} saw a row of {row_tenant}")
+
+    def _partition_direct(self) -> None:
+        """A partition read directly, bypassing the parent: refused to the application role
+        (it has no privilege on any partition)."""
+        tenant = self._random_tenant()
+        table = (partition_name(self.rng.choice(self.promoted))
+                 if self.promoted and self.rng.random() < 0.5 else "chunk_embeddings_shared")
+        try:
+            with self.db.tenant_session(tenant) as conn:
+                rows = conn.execute(f"SELECT tenant_id FROM rag.{table}").fetchall()  # noqa: S608
+        except psycopg.errors.InsufficientPrivilege:
+            self.report.refused_partition_reads += 1
+            return
+        for (row_tenant,) in rows:
+            if row_tenant != tenant:
+                self.report.leak(f"partition {table}: {tenant} saw a row of {row_tenant}")
 
     def _count_visible(self, conn: Connection) -> int:
         total = 0

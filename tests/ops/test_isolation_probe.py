@@ -23,18 +23,24 @@ def test_ten_thousand_probes_leak_nothing(settings: Settings, db: Database) -> N
     # Every probe kind actually ran, and the attacks were really attempted and refused.
     assert set(report.kinds) == {"search_own", "search_store", "search_other_tenant",
                                  "raw_select", "unset_tenant", "forged_tenant", "injection_id",
-                                 "write_foreign"}
+                                 "write_foreign", "partition_direct"}
     assert report.write_attempts > 1000
     assert report.refused_writes == report.write_attempts
     assert report.rejected_ids == report.kinds["injection_id"]
     assert report.searches > 3000
     assert report.short_results == 0
-    assert set(report.plans) == {"exact", "hnsw_iterative"}
+    # The 12,000-vector tenant has its own partition (default threshold 10,000).
+    assert report.promoted_sizes == [12_000]
+    assert set(report.plans) == {"exact", "hnsw_iterative", "own_hnsw"}
+    assert report.refused_partition_reads == report.kinds["partition_direct"] > 0
 
 
 def test_cli_probe_prints_json_last_line(settings: Settings) -> None:
+    # Tenants on both sides of the partition threshold: the 500-vector one is promoted.
     env = {**os.environ, "RAG_STATE_DIR": str(TEST_STATE_DIR),
-           "RAG_EMBEDDED_DATABASE": settings.embedded_database}
+           "RAG_EMBEDDED_DATABASE": settings.embedded_database,
+           "RAG_RETRIEVAL__OWN_PARTITION_MIN_ROWS": "100",
+           "RAG_RETRIEVAL__DEMOTE_BELOW_ROWS": "10"}
     for name in ("DATABASE_URL", "REDIS_URL", "RAG_DATABASE_URL", "RAG_REDIS_URL"):
         env.pop(name, None)
     result = subprocess.run(
@@ -47,6 +53,10 @@ def test_cli_probe_prints_json_last_line(settings: Settings) -> None:
     assert payload["leaks"] == 0
     assert payload["refused_writes"] == payload["write_attempts"] > 0
     assert payload["tenant_sizes"] == [5, 50, 500]
+    assert payload["promoted_sizes"] == [500]
+    assert "own_hnsw" in payload["plans"] and "exact" in payload["plans"]
+    assert payload["short_results"] == 0
+    assert payload["refused_partition_reads"] == payload["kinds"].get("partition_direct", 0)
 
 
 def test_cli_rejects_bad_tenant_sizes() -> None:

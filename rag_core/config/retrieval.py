@@ -1,0 +1,48 @@
+"""When a tenant gets a partition (and HNSW graph) of its own, and how partitions change
+(``RAG_RETRIEVAL__*``; migration 0014 and :mod:`rag_core.db.tenant_partitions`).
+
+A tenant whose largest model key holds at least ``own_partition_min_rows`` vectors is
+promoted to its own partition by ``rag tenant rebalance`` (and the scheduled ``rebalance``
+flow); one that shrinks below ``demote_below_rows`` goes back to the shared partition. The
+gap between the two keeps a tenant near the threshold from moving back and forth. The
+default threshold is the old exact-search limit (``exact_search_max_rows``, 10,000): below it
+an exact search of the tenant's rows stays within a few milliseconds (index benchmark of
+2026-11-25), above it the tenant's own graph is faster at recall >= 0.98.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["PartitionPolicy"]
+
+
+class PartitionPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    own_partition_min_rows: int = Field(
+        default=10_000, ge=1, description="vectors (of the tenant's largest model key) from "
+                                          "which a tenant gets its own partition and graph")
+    demote_below_rows: int = Field(
+        default=5_000, ge=0, description="an own-partition tenant below this many vectors "
+                                         "goes back to the shared partition")
+    move_batch_rows: int = Field(
+        default=2_000, ge=1, le=100_000,
+        description="rows moved per transaction (each batch: delete from one partition, "
+                    "insert into the other)")
+    lock_timeout_ms: int = Field(
+        default=2_000, ge=1, le=600_000,
+        description="how long a partition change waits for a lock before it steps back "
+                    "and retries (nobody queues behind it for longer)")
+    lock_attempts: int = Field(default=30, ge=1, le=10_000)
+    retry_wait_s: float = Field(default=1.0, ge=0, le=600)
+    index_build_memory: str = Field(
+        default="256MB", pattern=r"^[0-9]{1,6}(kB|MB|GB)$",
+        description="maintenance_work_mem of a graph build (a graph that fits builds "
+                    "several times faster)")
+
+    @model_validator(mode="after")
+    def _demotion_below_promotion(self) -> PartitionPolicy:
+        if self.demote_below_rows >= self.own_partition_min_rows:
+            raise ValueError("demote_below_rows must be below own_partition_min_rows")
+        return self
