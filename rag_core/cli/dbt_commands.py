@@ -10,6 +10,7 @@ import typer
 from psycopg.conninfo import conninfo_to_dict
 
 from rag_core.cli._output import fail_cleanly
+from rag_core.cli.dbt_docs import generate_docs, is_docs_generate
 from rag_core.common.offline import offline_environment
 from rag_core.config import Settings, get_settings, resource_dir
 from rag_core.db.connection import resolve_analytics_target
@@ -47,7 +48,12 @@ def register(app: typer.Typer) -> None:
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     @fail_cleanly
     def dbt(ctx: typer.Context) -> None:
-        """Run dbt on the audit models, e.g. `rag dbt build` (arguments go to dbt)."""
+        """Run dbt on the audit models, e.g. `rag dbt build` (arguments go to dbt);
+        `rag dbt docs generate` also writes the docs to <reports>/dbt-docs/."""
         settings = get_settings()
         services.start_services(settings)
-        raise typer.Exit(code=run_dbt(settings, list(ctx.args) or ["build"]))
+        args = list(ctx.args) or ["build"]
+        if is_docs_generate(args):  # written under the reports folder too (rag_core.cli.dbt_docs)
+            target = Path(dbt_environment(settings)["DBT_TARGET_PATH"])
+            raise typer.Exit(code=generate_docs(settings, args, run_dbt, target))
+        raise typer.Exit(code=run_dbt(settings, args))

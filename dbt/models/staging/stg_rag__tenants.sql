@@ -9,7 +9,7 @@ source as (
 renamed as (
 
     select
-        tenant_id::text as tenant_id,
+        cast(tenant_id as text) as tenant_id,
         display_name,
         corpus_version,
         created_at
