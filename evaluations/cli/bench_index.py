@@ -109,7 +109,11 @@ def register(bench_app: typer.Typer) -> None:
             min=10, help="override the real SciFact chunks embedded")] = None,
         phase: Annotated[list[str] | None, typer.Option(
             "--phase", help="only these phases (repeat): exact, product, hnsw, ivfflat, "
-                            "halfvec, binary, hnsw_extra, diskann, partition")] = None,
+                            "halfvec, binary, hnsw_extra, diskann, partition, plan (each "
+                            "runs alone)")] = None,
+        plan_own_min_rows: Annotated[int | None, typer.Option(
+            min=1, help="phase plan: the own-partition threshold (default: "
+                        "RAG_RETRIEVAL__OWN_PARTITION_MIN_ROWS; 2,000 with --quick)")] = None,
         partition_hnsw: Annotated[str | None, typer.Option(
             help="M,EF_CONSTRUCTION of the per-tenant partitions' HNSW graphs (default 16,64)")]
         = None,
@@ -126,7 +130,7 @@ def register(bench_app: typer.Typer) -> None:
             config = IndexBenchConfig.preset(
                 quick, keep_db=keep_db, database=database, vectors=vectors,
                 queries_per_tenant=queries_per_tenant, real_chunks=real_chunks,
-                phases=phase or None,
+                phases=phase or None, plan_own_min_rows=plan_own_min_rows,
                 partition_hnsw=None if partition_hnsw is None else _pair(partition_hnsw))
         except ValidationError as exc:
             raise typer.BadParameter(str(exc)) from exc

@@ -29,6 +29,7 @@ def planned_cells(config: IndexBenchConfig, tenants: int) -> int:
         "hnsw_extra": len(config.extra_hnsw) * len(config.hnsw_ef) * len(config.hnsw_modes),
         "diskann": 0,
         "partition": 1 + len(config.partition_ef),
+        "plan": 1,
     }
     return tenants * sum(per_phase[p] for p in config.phases)
 

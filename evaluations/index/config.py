@@ -14,7 +14,7 @@ __all__ = ["BASIS_TEXT", "FORCED_EXACT", "ITERATIVE_MODES", "NOT_INSTALLED", "PH
            "IndexBenchConfig"]
 
 PHASES = ("exact", "product", "hnsw", "ivfflat", "halfvec", "binary", "hnsw_extra",
-          "diskann", "partition")
+          "diskann", "partition", "plan")
 NOT_INSTALLED = "not installed"
 BASIS_TEXT = {"cpu": "the serving backend's CPU time per query (load-independent)",
               "wall": "wall-clock time per query in the client"}
@@ -52,6 +52,11 @@ class IndexBenchConfig(BaseModel, frozen=True):
     partition_exact_max_rows: int = 10_000
     partition_hnsw: tuple[int, int] = (16, 64)  # (m, ef_construction) of each partition's graph
     product_ef: tuple[int, ...] = (100, 200, 400, 800)
+    # phase "plan" (the product's plan of migration 0014): the own-partition threshold (None:
+    # the settings' RAG_RETRIEVAL__OWN_PARTITION_MIN_ROWS) and the vectors written to measure
+    # ingestion into the shared partition and into an own one
+    plan_own_min_rows: int | None = Field(default=None, ge=1)
+    plan_ingest_vectors: int = Field(default=2000, ge=1)
     diskann_search_list: tuple[int, ...] = (100, 200)
     cell_budget_s: float = Field(default=15.0, gt=0)
     min_queries: int = Field(default=25, ge=1)
@@ -102,6 +107,7 @@ class IndexBenchConfig(BaseModel, frozen=True):
             hnsw_ef=(100,), hnsw_strict_ef=(), extra_hnsw=(), ivf_probes=(10,),
             halfvec_ef=(100,), binary_candidates=(100,), partition_ef=(100,),
             partition_exact_max_rows=1_000, product_ef=(100, 400), diskann_search_list=(100,),
+            plan_own_min_rows=2_000, plan_ingest_vectors=300,
             cell_budget_s=5.0, min_queries=5, size="quick")
         values.update(overrides)
         return cls(**values)

@@ -21,6 +21,7 @@ from evaluations.index.database import (
 )
 from evaluations.index.judging import best_function_config
 from evaluations.index.measure import explain
+from evaluations.index.plan_phase import phase_plan
 from evaluations.index.strategies import (
     Strategy,
     ann_query,
@@ -36,13 +37,21 @@ from evaluations.index.strategies import (
 __all__ = ["PHASE_RUNNERS"]
 
 
+def _btree_build(context: BenchContext) -> dict[str, Any]:
+    """The tenant b-tree's build time and size (built by the load): every phase that reports
+    it records it itself, so a phase runs alone (``--phase product`` needs no exact phase)."""
+    if "btree" not in context.builds:
+        with context.require_bench().connect() as conn:
+            size = index_mb(conn, ["chunk_embeddings_tenant_model"])
+        context.builds["btree"] = {"index": "chunk_embeddings_tenant_model",
+                                   "build_s": round(context.timings["btree_build_s"], 2),
+                                   "index_mb": size}
+    return context.builds["btree"]
+
+
 def _phase_exact(context: BenchContext, sink: ProgressSink) -> list[StrategyResult]:
     bench = context.require_bench()
-    with bench.connect() as conn:
-        size = index_mb(conn, ["chunk_embeddings_tenant_model"])
-    context.builds["btree"] = {"index": "chunk_embeddings_tenant_model",
-                               "build_s": round(context.timings["btree_build_s"], 2),
-                               "index_mb": size}
+    size = _btree_build(context)["index_mb"]
     strategy = Strategy("exact_btree", "exact", "exact (tenant b-tree)", "exact", 0,
                         exact_query(bench), {"index": "btree (tenant_id, model_key)"},
                         expect_index=())
@@ -94,8 +103,8 @@ def _phase_product(context: BenchContext, sink: ProgressSink) -> list[StrategyRe
     exact = _product_strategy(context, "product_forced_exact", "search_chunks, exact branch",
                               ef=settings.hnsw_ef_search, exact_max=FORCED_EXACT,
                               curve="search_chunks exact branch", sweep=0)
-    results.append(measure(context, exact, sink, context.builds["btree"]["build_s"],
-                            context.builds["btree"]["index_mb"]))
+    btree = _btree_build(context)
+    results.append(measure(context, exact, sink, btree["build_s"], btree["index_mb"]))
     for ef in context.config.product_ef:
         strategy = _product_strategy(context, f"product_forced_hnsw_ef{ef}",
                                      f"search_chunks, HNSW branch, ef_search {ef}", ef=ef,
@@ -343,6 +352,7 @@ PHASE_RUNNERS: dict[str, Callable[[BenchContext, ProgressSink], list[StrategyRes
     "exact": _phase_exact, "product": _phase_product, "hnsw": _phase_hnsw,
     "ivfflat": _phase_ivfflat, "halfvec": _phase_halfvec, "binary": _phase_binary,
     "hnsw_extra": _phase_hnsw_extra, "diskann": _phase_diskann, "partition": _phase_partition,
+    "plan": phase_plan,
 }
 
 

@@ -14,6 +14,7 @@ from evaluations.index.config import BASIS_TEXT, NOT_INSTALLED, IndexBenchConfig
 from evaluations.index.context import BenchContext, by_id
 from evaluations.index.judging import meets_goal, p95
 from evaluations.index.measure import CellResult
+from evaluations.index.plan_phase import plan_section
 from evaluations.index.plots import write_plots
 from evaluations.index.results import IndexResults
 
@@ -74,6 +75,9 @@ def write_report(context: BenchContext, results: IndexResults) -> Path:
     report.table(["index", "build s", "size MB", "options"],
                  [[k, v.get("build_s"), v.get("index_mb"), ",".join(v.get("options", []))]
                   for k, v in context.builds.items()])
+    plan = plan_section(context.builds)
+    if plan is not None:
+        report.add(plan)
     report.add(_diskann_section(results.diskann))
     plots = write_plots(context, folder, basis)
     if plots:

@@ -17,7 +17,11 @@ latency, QPS at 1 and 2 concurrent clients) plus build time and size of its inde
 * HNSW on halfvec; binary-quantised HNSW with exact re-ranking of a larger candidate set;
 * LIST partition per tenant: exact in small partitions, HNSW in large ones;
 * pgvectorscale StreamingDiskANN when the server can install ``vectorscale`` (else the row
-  says "not installed").
+  says "not installed");
+* the product's plan as shipped (phase ``plan``, :mod:`evaluations.index.plan_phase`): the
+  tenants past the own-partition threshold promoted by the product's code, then
+  ``rag.search_chunks``: the row ``default_meets_goal`` judges; with the cost of a
+  promotion and of ingestion into a promoted tenant against the shared partition.
 
 The stages here (:func:`prepare_dataset`, :func:`prepare_database`, :func:`run_phase` per
 index family, :func:`finish`) are what the Prefect flow runs as tasks;
@@ -151,6 +155,7 @@ class IndexBenchmarkOutcome:
             "default_meets_goal": results["default_meets_goal"],
             "diskann": results["diskann"],
             "recommendation": results["recommendation"],
+            "plan": results["builds"].get("plan"),
             "strategies": {
                 sid: {"build_s": s["build_s"], "index_mb": s["index_mb"],
                       "tenants": {t: {k: c[k] for k in keys} for t, c in s["tenants"].items()}}

@@ -351,3 +351,37 @@ def test_latency_basis_is_wall_clock_unless_cpu_is_asked_and_measured() -> None:
     config = IndexBenchConfig()
     assert not meets_goal(slow_wall, config, "wall")
     assert meets_goal(slow_wall, config, "cpu")
+
+
+@pytest.mark.parametrize("phase", ["product", "plan"])
+def test_a_phase_runs_alone_and_the_plan_is_the_judged_row(
+        pg_server: EmbeddedPostgres, embedder: Embedder, tmp_path: Path, phase: str) -> None:
+    """``--phase product`` alone once ended in KeyError 'btree' (it read what the exact phase
+    builds); phase ``plan`` promotes the tenants past its threshold with the product's code
+    and its row, product_plan, is the one default_meets_goal judges."""
+    config = tiny_config(phases=(phase,), plan_own_min_rows=500, plan_ingest_vectors=20)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAG_REPORTS_DIR", str(tmp_path))
+        result = run_index_benchmark(make_settings(), config, embedder)
+    summary = result.summary()
+    assert isinstance(summary["default_meets_goal"], bool)
+    if phase == "product":
+        assert "product_default" in summary["strategies"] and summary["plan"] is None
+        return
+    assert set(summary["strategies"]) == {"product_plan"}
+    plan = summary["plan"]
+    promoted = {p["tenant"] for p in plan["promotions"]}
+    tenants = result.results.tenants
+    assert promoted == {t.name for t in tenants if t.rows >= 500} != set()
+    for promotion in plan["promotions"]:
+        assert promotion["failed_or_short_queries"] == 0
+        assert promotion["s_per_100k_vectors"] > 0
+    assert plan["ingest"]["shared_vectors_per_s"] > 0
+    assert plan["ingest"]["own_vectors_per_s"] > 0
+    cells = summary["strategies"]["product_plan"]["tenants"]
+    assert all(0.0 <= c["recall_at_10"] <= 1.0 for c in cells.values())
+    stored = json.loads((result.folder / "results.json").read_text())
+    plans = {t: c["plan"] for t, c in stored["results"]["strategies"]["product_plan"]
+             ["tenants"].items()}
+    assert {plans[t] for t in promoted} == {"rag.search_chunks: own_hnsw"}
+    assert "promotions and ingestion" in (result.folder / "report.md").read_text()

@@ -1,0 +1,228 @@
+"""Phase ``plan`` of ``rag bench index``: the product's plan as shipped (migration 0014).
+
+The tenants at or above the own-partition threshold (``RAG_RETRIEVAL__OWN_PARTITION_MIN_ROWS``,
+or the run's ``plan_own_min_rows``) are promoted by the product's own code
+(:class:`~rag_core.db.tenant_partitions.TenantPartitions`, graph parameters from
+rag.partition_graph_params), the others stay in the shared partition; then
+``rag.search_chunks`` with the configured settings is measured on every tenant: strategy
+``product_plan``, the row ``default_meets_goal`` judges.
+
+It also measures what the plan costs:
+
+* a promotion: seconds per 100,000 vectors (attach, moves, graph build) and the p95 of the
+  promoted tenant's searches while it runs (a second connection searching in a loop);
+* ingestion: vectors per second through the product's write path
+  (:meth:`~rag_core.retrieval.vector_store.VectorStore.insert_chunks`) into the largest
+  tenant while it is in the shared partition and again once it has its own.
+Rows written for the ingestion measurement are deleted before anything is measured on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import threading
+import time
+from typing import Any, cast
+
+import numpy as np
+from psycopg import sql
+
+from evaluations.index.building import build_index, measure
+from evaluations.index.context import BenchContext, ProgressSink, StrategyResult
+from evaluations.index.database import BenchDatabase, Connection, index_mb
+from evaluations.index.strategies import Strategy, product_query
+from rag_core.common.tenancy import parse_tenant_id
+from rag_core.db.pool import Database
+from rag_core.db.tenant_partitions import TenantPartitions, graph_params_for
+from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
+
+__all__ = ["phase_plan", "plan_section"]
+
+
+def _ensure_btree(context: BenchContext) -> None:
+    """The shared plan finds a tenant's rows through the (tenant_id, model_key) b-tree
+    (the hnsw phase drops it)."""
+    if "chunk_embeddings_tenant_model" in context.present:
+        return
+    with context.require_bench().connect() as conn:
+        conn.execute("CREATE INDEX IF NOT EXISTS chunk_embeddings_tenant_model "
+                     "ON rag.chunk_embeddings (tenant_id, model_key)")
+    context.present.add("chunk_embeddings_tenant_model")
+
+
+def _ingest_rate(context: BenchContext, tenant_id: str, count: int) -> float:
+    """Vectors per second into ``tenant_id`` through the product's write path (chunks and
+    their vectors, one transaction), rows deleted afterwards."""
+    bench = context.require_bench()
+    tenant = parse_tenant_id(tenant_id)
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((count, bench.dimension)).astype(np.float32)
+    chunks = [ChunkToStore(f"bench ingest {i}", 3, hashlib.sha256(b"%d" % i).digest(), v)
+              for i, v in enumerate(vectors)]
+    # insert_chunks uses only the connection it is given (an owner connection here).
+    store = VectorStore(cast(Database, None), context.settings, model_key=bench.model_key)
+    with bench.connect() as conn:
+        # The load COPYs explicit ids: move the identities past them first.
+        for table, column in (("documents", "document_id"), ("chunks", "chunk_id")):
+            conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({q}, {c}), "
+                                 "(SELECT coalesce(max({col}), 0) + 1 FROM {t}))").format(
+                q=sql.Literal(f"rag.{table}"), c=sql.Literal(column),
+                col=sql.Identifier(column), t=sql.Identifier("rag", table)))
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+            row = conn.execute(
+                "INSERT INTO rag.documents (tenant_id, source_uri, content_hash) "
+                "VALUES (%s, 'bench://ingest', '\\x00') RETURNING document_id",
+                [tenant]).fetchone()
+            assert row is not None
+            started = time.perf_counter()
+            store.insert_chunks(conn, tenant, int(row[0]), chunks)
+            elapsed = time.perf_counter() - started
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+            conn.execute("DELETE FROM rag.documents WHERE tenant_id = %s "
+                         "AND source_uri = 'bench://ingest'", [tenant])
+    return count / elapsed if elapsed > 0 else 0.0
+
+
+def _search_loop(bench: BenchDatabase, tenant_id: str, queries: list[np.ndarray],
+                 stop: threading.Event, latencies: list[float], errors: list[str]) -> None:
+    statement = product_query(bench)
+    params = {"ef": 100, "exact_max": 10_000, "iterative": "relaxed_order",
+              "max_tuples": 20_000, "tenant": tenant_id}
+    with bench.connect() as conn:
+        i = 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant_id])
+                    rows = conn.execute(statement, {**params,
+                                                    "q": queries[i % len(queries)]}).fetchall()
+            except Exception as exc:  # reported: a failed query during a promotion
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+            if len(rows) < 10:
+                errors.append(f"{len(rows)} rows instead of 10")
+            i += 1
+
+
+def _p95(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return round(values[0], 2) if values else None
+    return round(statistics.quantiles(values, n=20)[-1], 2)
+
+
+def _promote(context: BenchContext, conn: Connection, threshold: int,
+             sink: ProgressSink) -> tuple[list[dict[str, Any]], float]:
+    bench, dataset = context.require_bench(), context.dataset
+    policy = context.settings.retrieval.model_copy(update={
+        "own_partition_min_rows": threshold,
+        "demote_below_rows": min(context.settings.retrieval.demote_below_rows,
+                                 threshold - 1)})
+    partitions = TenantPartitions(conn, policy)
+    promotions, index_s = [], 0.0
+    conn.execute("SELECT set_config('maintenance_work_mem', %s, false)",
+                 [context.config.maintenance_work_mem])
+    for tenant, tenant_id in zip(dataset.tenants, bench.tenant_ids, strict=True):
+        if tenant.rows < threshold:
+            continue
+        params = graph_params_for(conn, tenant.rows)
+        stop, latencies, errors = threading.Event(), [], []  # type: ignore[var-annotated]
+        searcher = threading.Thread(target=_search_loop, args=(
+            bench, tenant_id, list(tenant.queries), stop, latencies, errors))
+        searcher.start()
+        try:
+            report = partitions.promote(tenant_id, params)
+        finally:
+            stop.set()
+            searcher.join()
+        index_s += report.index_s
+        per_100k = report.total_s * 100_000 / max(report.rows_moved, 1)
+        promotions.append({
+            "tenant": tenant.name, "rows": report.rows_moved, **params.as_dict(),
+            "attach_s": round(report.attach_s, 2), "move_s": round(report.move_s, 2),
+            "index_s": round(report.index_s, 2), "total_s": round(report.total_s, 2),
+            "s_per_100k_vectors": round(per_100k, 2),
+            "queries_during": len(latencies), "query_p95_ms_during": _p95(latencies),
+            "failed_or_short_queries": len(errors), "errors": errors[:3]})
+        sink.note(f"  promoted {tenant.name}: {report.rows_moved:,} rows in "
+                  f"{report.total_s:.1f} s ({per_100k:.1f} s per 100k), query p95 during "
+                  f"{_p95(latencies)} ms over {len(latencies)} queries, {len(errors)} failed")
+    return promotions, index_s
+
+
+def phase_plan(context: BenchContext, sink: ProgressSink) -> list[StrategyResult]:
+    """Promote by size as the product does, measure the product's search (see the module
+    docstring)."""
+    bench, settings, dataset = context.require_bench(), context.settings, context.dataset
+    threshold = context.config.plan_own_min_rows or settings.retrieval.own_partition_min_rows
+    _ensure_btree(context)
+    if bench.product_index not in context.present:
+        # the shared partition's graph, as in production (rag.register_embedding_model):
+        # ingestion into the shared partition pays for it too
+        from rag_core.embeddings.base import MODEL_ID
+
+        build_index(context, "hnsw_product", bench.product_index,
+                    "SELECT rag.register_embedding_model(%s, %s, %s)",
+                    [bench.model_key, MODEL_ID, bench.dimension])
+    largest = max(range(len(dataset.tenants)), key=lambda t: dataset.tenants[t].rows)
+    ingest_rows = context.config.plan_ingest_vectors
+    ingest: dict[str, Any] = {"vectors": ingest_rows, "tenant": dataset.tenants[largest].name,
+                              "shared_vectors_per_s": round(_ingest_rate(
+                                  context, bench.tenant_ids[largest], ingest_rows), 1)}
+    with bench.connect() as conn:
+        promotions, index_s = _promote(context, conn, threshold, sink)
+        own = [n for (n,) in conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname LIKE 'cet\\_%%'").fetchall()]
+        size = index_mb(conn, own) if own else None
+    promoted = {p["tenant"] for p in promotions}
+    if dataset.tenants[largest].name in promoted:
+        ingest["own_vectors_per_s"] = round(_ingest_rate(
+            context, bench.tenant_ids[largest], ingest_rows), 1)
+    context.builds["plan"] = {"index": "one HNSW graph per promoted tenant",
+                              "build_s": round(index_s, 2), "index_mb": size,
+                              "threshold_rows": threshold, "promotions": promotions,
+                              "ingest": ingest}
+    sink.note(f"  ingest into {ingest['tenant']}: {ingest}")
+    exact_max = settings.exact_search_max_rows
+    params = {"ef_search": max(settings.hnsw_ef_search, 10), "exact_max_rows": exact_max,
+              "iterative_scan": settings.hnsw_iterative_scan,
+              "max_scan_tuples": settings.hnsw_max_scan_tuples,
+              "own_partition_min_rows": threshold,
+              "promoted": sorted(promoted)}
+    strategy = Strategy(
+        "product_plan", "product",
+        f"product plan (own partition and graph from {threshold:,} rows, else shared "
+        "partition, exact)", "product plan", 0, product_query(bench), params, product=True,
+        query_params={"ef": params["ef_search"], "exact_max": exact_max,
+                      "iterative": settings.hnsw_iterative_scan,
+                      "max_tuples": settings.hnsw_max_scan_tuples})
+    return [measure(context, strategy, sink, index_s, size,
+                    note=f"promoted: {', '.join(sorted(promoted)) or 'none'}")]
+
+
+def plan_section(builds: dict[str, dict[str, Any]]) -> str | None:
+    """The report's section on what the product's plan cost (None: phase not run)."""
+    plan = builds.get("plan")
+    if plan is None:
+        return None
+    rows = "\n".join(
+        f"| {p['tenant']} | {p['rows']:,} | m {p['m']}, ef_construction {p['ef_construction']}"
+        f", ef_search {p['ef_search']} | {p['total_s']} ({p['move_s']} moving, {p['index_s']}"
+        f" graph) | {p['s_per_100k_vectors']} | {p['query_p95_ms_during']} over "
+        f"{p['queries_during']} | {p['failed_or_short_queries']} |" for p in plan["promotions"])
+    ingest = plan["ingest"]
+    own = ingest.get("own_vectors_per_s")
+    return (f"## The product's plan: promotions and ingestion\n\nTenants with at least "
+            f"{plan['threshold_rows']:,} vectors promoted to their own partition by "
+            "rag_core.db.tenant_partitions while a second connection searched the tenant.\n\n"
+            "| tenant | rows moved | graph | seconds | s per 100k vectors | query p95 ms "
+            "during | failed or short queries |\n|---|---|---|---|---|---|---|\n"
+            f"{rows or '| none | | | | | | |'}\n\nIngestion into {ingest['tenant']} "
+            f"({ingest['vectors']} vectors, chunks and vectors in one transaction): "
+            f"{ingest['shared_vectors_per_s']} vectors/s in the shared partition, "
+            f"{'-' if own is None else own} vectors/s in its own partition.")
