@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from evaluations.cli import eval_answers
+from evaluations.cli.progress import stage_progress
 from rag_core.cli._output import console, emit_json, fail_cleanly
 from rag_core.composition import Platform
 from rag_core.config import get_settings, scifact_dir
@@ -22,6 +23,7 @@ DEFAULT_DATASET = scifact_dir()
 
 eval_app = typer.Typer(help="Evaluations (print metrics; not part of the test suite).",
                        no_args_is_help=True)
+eval_answers.register(eval_app)
 
 
 class RetrievalMode(StrEnum):
@@ -61,20 +63,8 @@ def eval_retrieval(
     retriever, print nDCG@10, Recall@10/100 and MRR@10 (recorded in rag.benchmark_runs)."""
     from evaluations.retrieval.evaluation import run_retrieval_eval
 
-    with Platform(get_settings()) as platform, Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, disable=not console.is_terminal) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task("ingest documents" if stage == "ingest"
-                                            else "queries", total=total or None)
-            if stage == "ingest":
-                bar.advance(tasks[stage], done)
-            else:
-                bar.update(tasks[stage], completed=done)
-
+    with Platform(get_settings()) as platform, stage_progress(
+            {"ingest": "ingest documents", "search": "queries"}) as progress:
         result = run_retrieval_eval(platform.settings, platform.database, platform.embedder,
                                     dataset, split,
                                     mode.value, k, limit_queries, keep_tenant=keep_tenant,

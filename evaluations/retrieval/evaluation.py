@@ -37,26 +37,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import psycopg
-from psycopg.types.json import Jsonb
-
 from evaluations.common.beir import BeirDataset, load_beir
 from evaluations.common.metrics import METRICS, evaluate_run
 from evaluations.common.reports import git_commit
 from evaluations.common.stats import median, percentile
+from evaluations.common.tenant_runs import (
+    check_schema,
+    chunk_count,
+    evaluation_tenant,
+    ingest_corpus,
+    record_run,
+)
 from evaluations.retrieval.results import (
     RetrievalEvalResult,
     RetrievalRunConfig,
     RetrievalTimings,
 )
-from rag_core.common.tenancy import TenantId, parse_tenant_id
+from rag_core.common.tenancy import TenantId
 from rag_core.composition import Platform
 from rag_core.config import Settings
-from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
-from rag_core.errors import BenchmarkError, UnknownTenantError
+from rag_core.errors import BenchmarkError
 from rag_core.retrieval.hybrid import DEFAULT_RRF_K, HybridRetrieval, HybridRetriever
 from rag_core.retrieval.retriever import Retrieval, Retriever
 
@@ -68,12 +71,6 @@ DocumentScore = Literal["best_chunk", "first_chunk"]
 DOCUMENT_SCORES: tuple[str, ...] = ("best_chunk", "first_chunk")
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
-_RECORD = """
-INSERT INTO rag.benchmark_runs (benchmark, dataset, split, mode, config, metrics, timings,
-                                per_query, git_commit, started_at)
-VALUES ('retrieval', %s, %s, %s, %s, %s, %s, %s, %s, %s)
-RETURNING run_id
-"""
 
 
 def run_retrieval_eval(settings: Settings, db: Database, embedder: Embedder,
@@ -96,26 +93,13 @@ def run_retrieval_eval(settings: Settings, db: Database, embedder: Embedder,
     commit = git_commit()  # the code that runs: read before a long run, not after it
     dataset = load_beir(Path(dataset_dir), split).limited(limit_queries)
     admin_url = resolve_targets(settings).admin_url
-    _check_schema(admin_url, mode, record)
-    existing = tenant is not None
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if tenant is None:
-            tenant = tenant_admin.create_tenant(
-                conn, display_name=f"retrieval eval {dataset.name}/{split}")
-        else:
-            tenant = parse_tenant_id(tenant)
-            if not tenant_admin.tenant_exists(conn, tenant):
-                raise UnknownTenantError(tenant)
-    keep_tenant = keep_tenant or existing
-    try:
-        result = _evaluate(settings, db, embedder, dataset, tenant, mode, k, document_score,
-                           progress)
-    finally:
-        if not keep_tenant:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                tenant_admin.delete_tenant(conn, tenant)
-    result = replace(result, tenant_id=tenant, tenant_kept=keep_tenant, git_commit=commit,
-                     started_at=started_at.isoformat(),
+    check_schema(admin_url, record=record, hybrid=mode == "hybrid")
+    with evaluation_tenant(admin_url, tenant, keep_tenant=keep_tenant,
+                           display_name=f"retrieval eval {dataset.name}/{split}") as chosen:
+        result = _evaluate(settings, db, embedder, dataset, chosen.tenant_id, mode, k,
+                           document_score, progress)
+    result = replace(result, tenant_id=chosen.tenant_id, tenant_kept=chosen.kept,
+                     git_commit=commit, started_at=started_at.isoformat(),
                      timings=replace(result.timings,
                                      total_s=round(time.perf_counter() - started, 3)))
     if record:
@@ -129,22 +113,8 @@ def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: Bei
     platform = Platform(settings, database=db, embedder=embedder, start_services=False)
     store = platform.vector_store
     policy = platform.worker_policy
-    ingest_started = time.perf_counter()
-
-    def ingest_progress(stage: str, count: int) -> None:
-        if progress is not None and stage == "done":
-            progress("ingest", count, 0)
-
-    ingestion = platform.ingestion.run(tenant, dataset.corpus_path,
-                                       progress=ingest_progress if progress else None,
-                                       resume=False)
-    ingest_s = time.perf_counter() - ingest_started
-    summary = ingestion.summary
-    doc_ids = _document_ids(db, tenant)
-    if summary.pending or not doc_ids:
-        raise BenchmarkError(f"ingestion of {dataset.corpus_path} ended {summary.status} with "
-                             f"{len(doc_ids)} documents stored, {summary.pending} pending",
-                             value=str(dataset.corpus_path))
+    ingested = ingest_corpus(platform, tenant, dataset.corpus_path, progress)
+    ingest_s, summary, doc_ids = ingested.ingest_s, ingested.summary, ingested.doc_ids
     present = set(doc_ids.values())
     judged = {d for docs in dataset.qrels.values() for d, g in docs.items() if g >= 1}
 
@@ -201,7 +171,7 @@ def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: Bei
         queries=evaluation.queries,
         queries_without_results=len(evaluation.missing_from_run),
         queries_skipped_no_relevant=len(evaluation.skipped_no_relevant),
-        docs=len(doc_ids), chunks=_chunk_count(db, tenant), ingested_now=summary.ingested,
+        docs=len(doc_ids), chunks=chunk_count(db, tenant), ingested_now=summary.ingested,
         rejected=summary.rejected, failed=summary.failed,
         judged_docs_not_ingested=len(judged - present),
         docs_per_query=round(statistics.mean(len(r) for r in run.values()), 2)
@@ -209,19 +179,6 @@ def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: Bei
         short_results=short, plans=dict(plans), timings=timings, config=config,
         tenant_id=tenant, tenant_kept=False, git_commit=None, started_at="",
         per_query=evaluation.per_query)
-
-
-def _check_schema(admin_url: str, mode: Mode, record: bool) -> None:
-    """Fail before the (long) ingestion when migration 0004 is missing."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT to_regclass('rag.benchmark_runs') IS NOT NULL, "
-            "to_regprocedure('rag.search_chunks_text(text, text, integer, text)') IS NOT NULL"
-        ).fetchone()
-    assert row is not None
-    if (record and not row[0]) or (mode == "hybrid" and not row[1]):
-        raise BenchmarkError("the database lacks migration 0004 (benchmark_runs, full-text "
-                             "search): run `rag db upgrade`")
 
 
 def documents_from_chunks(retrieval: Retrieval, doc_ids: dict[int, str], *,
@@ -244,21 +201,6 @@ def documents_from_chunks(retrieval: Retrieval, doc_ids: dict[int, str], *,
     return documents
 
 
-def _document_ids(db: Database, tenant: TenantId) -> dict[int, str]:
-    """document_id → the dataset's own id (``external_id``, the BEIR ``_id``)."""
-    with db.tenant_session(tenant) as conn:
-        rows = conn.execute("SELECT document_id, external_id FROM rag.documents "
-                            "WHERE tenant_id = %s AND is_current", [tenant]).fetchall()
-    return {int(r[0]): str(r[1]) for r in rows}
-
-
-def _chunk_count(db: Database, tenant: TenantId) -> int:
-    with db.tenant_session(tenant) as conn:
-        row = conn.execute("SELECT count(*) FROM rag.chunks WHERE tenant_id = %s",
-                           [tenant]).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _plan(retrieval: Retrieval) -> str:
     plans = {c.plan for c in retrieval.chunks if c.plan != "text"}
     return ",".join(sorted(plans)) or "none"
@@ -271,11 +213,8 @@ def _record(admin_url: str, dataset: BeirDataset, result: RetrievalEvalResult,
         key: data[key] for key in ("queries", "queries_without_results", "docs", "chunks",
                                    "rejected", "failed", "judged_docs_not_ingested",
                                    "docs_per_query", "short_results", "plans")}
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute(_RECORD, [
-            dataset.name, dataset.split, result.mode,
-            Jsonb(data["config"] | {"dataset_dir": str(dataset.root)}), Jsonb(metrics),
-            Jsonb(data["timings"]), Jsonb(result.per_query), result.git_commit,
-            started_at]).fetchone()
-    assert row is not None
-    return int(row[0])
+    return record_run(admin_url, benchmark="retrieval", dataset=dataset.name,
+                      split=dataset.split, mode=result.mode,
+                      config=data["config"] | {"dataset_dir": str(dataset.root)},
+                      metrics=metrics, timings=data["timings"], per_query=result.per_query,
+                      git_commit=result.git_commit, started_at=started_at)

@@ -1,0 +1,1 @@
+"""``rag eval answers``: answer quality of the real query path, scored with ragas."""
