@@ -145,7 +145,9 @@ def test_a_runtime_with_only_the_app_url_is_checked_as_the_app_role(
     for name in ("postgres", "pgvector", "row-level security", "application role"):
         assert checks[name].status == "ok", checks[name]
     assert checks["migrations"].status == "info"  # the ledger is the admin's to read
-    assert "tenant-scoped on 11 tenant tables" in checks["row-level security"].detail
+    # rag_core.db.schema.TENANT_TABLES and migration 0014's shared vector partition
+    assert "tenant-scoped on 12 tenant tables" in checks["row-level security"].detail
+    assert "tenant plans" not in checks  # read as the admin only
 
 
 def test_cli_doctor_shows_the_warning_and_exits_zero(settings: Settings,
@@ -235,5 +237,5 @@ def test_a_new_tenant_table_with_a_tenant_policy_passes(migrated: Settings,
             conn.execute("DROP TABLE IF EXISTS rag.doc_new")
             conn.execute("DROP SCHEMA IF EXISTS doc_private CASCADE")
     assert check.status == "ok", check.detail
-    assert "tenant-scoped on 12 tenant tables" in check.detail
+    assert "tenant-scoped on 13 tenant tables" in check.detail
     assert "not judged: doc_private.summary" in check.detail

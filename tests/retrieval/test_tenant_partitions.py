@@ -34,6 +34,7 @@ from rag_core.db.tenant_partitions import (
     tenant_partitions,
 )
 from rag_core.ops import services
+from rag_core.ops.doctor import run_doctor
 from rag_core.ops.rebalance import plan_rebalance, rebalance
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
 from tests.conftest import REPO_ROOT, TEST_STATE_DIR
@@ -306,3 +307,19 @@ def test_cli_rebalance_dry_run_and_run(env: tuple[Settings, Database],
     assert any(d.get("tenant_id") == tenant and d["action"] == "promote"
                for d in done["done"])
     assert tenant in tenant_partitions(admin)
+
+
+def test_the_doctor_shows_each_tenant_s_plan(
+        env: tuple[Settings, Database], admin: psycopg.Connection[tuple[Any, ...]]) -> None:
+    settings, db = env
+    store = VectorStore(db, settings)
+    promoted, shared = _tenant(admin, store, 25, 51), _tenant(admin, store, 5, 52)
+    TenantPartitions(admin, POLICY).promote(promoted, PARAMS)
+    checks = {c.name: c for c in run_doctor(settings).checks}
+    detail = checks["tenant plans"].detail
+    assert (f"{promoted}: 25 rows, own ({partition_name(promoted)}, m {PARAMS.m}, "
+            f"ef_construction {PARAMS.ef_construction}, ef_search {PARAMS.ef_search})") in detail
+    assert f"{shared}: 5 rows, shared" in detail
+    # Settings' default threshold (10,000): the promoted 25-row tenant is due for demotion.
+    assert checks["tenant plans"].status == "ok"
+    assert "rebalance due" in detail
