@@ -2,7 +2,8 @@
 # The README's first command: set everything up, then run the main job on the embedded
 # default (PostgreSQL + pgvector and Redis under .rag/, no external servers needed):
 # ingest the SciFact demo corpus for a demo tenant (idempotent: a second run finds every
-# document already stored and embeds nothing).
+# document already stored and embeds nothing), answer a batch of claims, then build the
+# analysts' marts and check them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -23,5 +24,9 @@ mkdir -p .rag/demo
 .venv/bin/rag batch data/scifact/queries.jsonl --tenant "$DEMO_TENANT" --limit "${RAG_DEMO_QUESTIONS:-50}" \
     --out .rag/demo/answers.jsonl
 echo "answers written to .rag/demo/answers.jsonl"
+
+echo "== analytics: dbt build of the audit marts as the read-only analytics role, then the"
+echo "   Great Expectations checkpoint on them (README: For analysts)"
+.venv/bin/rag analytics run
 echo "serve it over HTTP: .venv/bin/rag tenant key create $DEMO_TENANT --name demo, then"
 echo "  .venv/bin/rag serve  (batch page: http://127.0.0.1:8000/ui/, API docs: /docs)"
