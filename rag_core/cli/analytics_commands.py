@@ -1,4 +1,5 @@
-"""``rag analytics check|run``: the dbt marts' data quality (Great Expectations checkpoints).
+"""``rag analytics check|run|sql|url``: the dbt marts' data quality (Great Expectations
+checkpoints), and an analyst's way in (SQL as the analytics role, its connection URL).
 
 ``check`` validates the marts as they are; ``run`` builds them first (``dbt build``, as
 ``rag dbt build`` does) and checks them whatever the build's outcome, since a failed dbt test
@@ -10,16 +11,20 @@ sample of the offending rows.
 
 from __future__ import annotations
 
-import typer
+from typing import Annotated
 
-from rag_core.cli._output import emit_json, fail_cleanly
+import typer
+from rich.table import Table
+
+from rag_core.cli._output import console, emit_json, fail_cleanly
 from rag_core.cli.dbt_commands import run_dbt
 from rag_core.config import get_settings
 from rag_core.ops import services
 from rag_core.ops.analytics import CheckReport, check_marts, raise_on_failure
+from rag_core.ops.analytics.queries import analytics_url, run_analytics_query
 
-analytics_app = typer.Typer(help="Data quality of the dbt marts (Great Expectations).",
-                            no_args_is_help=True)
+analytics_app = typer.Typer(help="The dbt marts: data quality (Great Expectations) and SQL "
+                                 "as the read-only analytics role.", no_args_is_help=True)
 
 _MART = typer.Option(None, "--mart", help="check only this mart (repeatable)")
 _NO_DOCS = typer.Option(False, "--no-docs", help="do not render the data docs")
@@ -65,6 +70,43 @@ def run(no_docs: bool = _NO_DOCS, as_json: bool = _JSON) -> None:
     raise_on_failure(report, dbt_exit=dbt_exit)
     if as_json:
         emit_json({**report.as_dict(), "dbt_exit": dbt_exit})
+
+
+@analytics_app.command("sql")
+@fail_cleanly
+def sql(query: Annotated[str, typer.Argument(help="one SQL statement, e.g. SELECT * FROM "
+                                                  "rag_analytics.token_cost_daily")],
+        max_rows: Annotated[int, typer.Option(min=1, max=100_000,
+                                              help="rows shown at most")] = 100,
+        as_json: bool = _JSON) -> None:
+    """Run a read-only query as the analytics role (rag_analyst) and print its rows."""
+    settings = get_settings()
+    services.start_services(settings)
+    result = run_analytics_query(settings, query, max_rows=max_rows)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    table = Table(*result.columns)
+    for row in result.rows:
+        table.add_row(*["" if value is None else str(value) for value in row])
+    console.print(table)
+    if result.truncated:
+        console.print(f"(first {max_rows} rows; --max-rows for more)")
+
+
+@analytics_app.command("url")
+@fail_cleanly
+def url(show_password: Annotated[bool, typer.Option(
+            "--show-password", help="print the password too (for psql or a BI tool)")] = False,
+        as_json: bool = _JSON) -> None:
+    """The analytics role's connection URL (the embedded server is started first)."""
+    settings = get_settings()
+    services.start_services(settings)
+    value = analytics_url(settings, show_password=show_password)
+    if as_json:
+        emit_json({"url": value})
+    else:
+        typer.echo(value)
 
 
 def register(app: typer.Typer) -> None:
