@@ -107,7 +107,7 @@ def _print_answers(result: dict[str, Any]) -> None:
         f"{counts['queries']} claims, {counts['answered']} answered, errors "
         f"{counts['errors'] or 'none'}; {counts['docs']} documents (judged but not ingested "
         f"{counts['judged_docs_not_ingested']}); ingest {timings['ingest_s']}s, answers "
-        f"{timings['answer_s']}s (p50 {timings['query_ms_p50']} ms), scoring "
+        f"{timings['answer_s']}s ({timings['claims_per_s']} claims/s), scoring "
         f"{timings['score_s']}s; run_id {result['run_id']}, tenant {result['tenant_id']}"
         f"{' (kept)' if result['tenant_kept'] else ' (deleted)'}", highlight=False)
     if result["judge_calls"] is not None:
