@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from evaluations.cli import eval_answers
+from evaluations.cli import eval_answers, eval_fusion
+from evaluations.cli.datasets import DATASET_HELP, dataset_dir
 from evaluations.cli.progress import stage_progress
 from rag_core.cli._output import console, emit_json, fail_cleanly
 from rag_core.composition import Platform
@@ -23,6 +24,7 @@ DEFAULT_DATASET = scifact_dir()
 
 eval_app = typer.Typer(help="Evaluations (print metrics; not part of the test suite).",
                        no_args_is_help=True)
+eval_fusion.register(eval_app)
 eval_answers.register(eval_app)
 
 
@@ -39,12 +41,11 @@ class DocumentScore(StrEnum):
 @eval_app.command("retrieval")
 @fail_cleanly
 def eval_retrieval(
-    dataset: Annotated[Path, typer.Option(
-        help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")]
-    = DEFAULT_DATASET,
+    dataset: Annotated[Path, typer.Option(help=DATASET_HELP)] = DEFAULT_DATASET,
     split: Annotated[str, typer.Option(help="qrels split (qrels/<split>.tsv)")] = "test",
     mode: Annotated[RetrievalMode, typer.Option(
-        help="dense (pgvector) or hybrid (dense + full text, RRF)")] = RetrievalMode.dense,
+        help="dense (pgvector) or hybrid (dense + full text, weighted RRF: RAG_HYBRID__*)")]
+    = RetrievalMode.dense,
     limit_queries: Annotated[int | None, typer.Option(
         min=1, help="only the first N judged queries")] = None,
     k: Annotated[int, typer.Option(min=1, max=1000, help="chunks retrieved per query")] = 100,
@@ -66,7 +67,7 @@ def eval_retrieval(
     with Platform(get_settings()) as platform, stage_progress(
             {"ingest": "ingest documents", "search": "queries"}) as progress:
         result = run_retrieval_eval(platform.settings, platform.database, platform.embedder,
-                                    dataset, split,
+                                    dataset_dir(dataset), split,
                                     mode.value, k, limit_queries, keep_tenant=keep_tenant,
                                     tenant=tenant,
                                     document_score="first_chunk"

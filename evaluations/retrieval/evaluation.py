@@ -5,10 +5,10 @@
    settings).
 2. Every judged query of the split goes through the real retriever: ``Retriever`` over the
    ``VectorStore`` (``mode="dense"``) or ``HybridRetriever`` (``mode="hybrid"``: dense +
-   PostgreSQL full text, RRF). The top ``k`` (default 100) *chunks* become documents: a
-   document's score is its best chunk's score (cosine similarity for dense, the fused RRF
-   score for hybrid), each document once. A query may therefore rank fewer than ``k``
-   documents (``docs_per_query``).
+   PostgreSQL full text, weighted RRF under ``Settings.hybrid``, ``RAG_HYBRID__*``). The
+   top ``k`` (default 100) *chunks* become documents: a document's score is its best chunk's
+   score (cosine similarity for dense, the fused RRF score for hybrid), each document once.
+   A query may therefore rank fewer than ``k`` documents (``docs_per_query``).
    ``document_score="first_chunk"`` scores a document by its first chunk only (ordinal 0:
    title plus the start of the text, cut at the model window), which is what MTEB embeds
    for a document (``title + " " + text`` truncated at 256 tokens). With it the platform
@@ -60,7 +60,7 @@ from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.errors import BenchmarkError
-from rag_core.retrieval.hybrid import DEFAULT_RRF_K, HybridRetrieval, HybridRetriever
+from rag_core.retrieval.hybrid import HybridRetrieval, HybridRetriever
 from rag_core.retrieval.retriever import Retrieval, Retriever
 
 __all__ = ["DOCUMENT_SCORES", "MODES", "documents_from_chunks", "run_retrieval_eval"]
@@ -125,7 +125,7 @@ def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: Bei
     else:
         retriever = HybridRetriever(embedder, store, db, None, k=k,
                                     weak_score_below=settings.weak_score_below,
-                                    rrf_k=DEFAULT_RRF_K, candidates=k)
+                                    policy=settings.hybrid)
     retriever.retrieve(tenant, "warm-up query", k)  # first-call costs out of the timings
 
     run: dict[str, dict[str, float]] = {}
@@ -149,6 +149,7 @@ def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: Bei
     evaluation = evaluate_run(dataset.qrels, run, METRICS)
     eval_s = time.perf_counter() - scoring_started
     hybrid = mode == "hybrid"
+    fusion = settings.hybrid
     config = RetrievalRunConfig(
         k=k, queries_limited_to=len(dataset.queries), mode=mode, document_score=document_score,
         embedding_backend=embedder.backend, model_id=embedder.model_id,
@@ -158,8 +159,12 @@ def _evaluate(settings: Settings, db: Database, embedder: Embedder, dataset: Bei
         chunk_max_title_tokens=policy.chunking.max_title_tokens,
         exact_search_max_rows=settings.exact_search_max_rows,
         hnsw_ef_search=settings.hnsw_ef_search, ingest_workers=settings.ingest_workers,
-        rrf_k=DEFAULT_RRF_K if hybrid else None, text_candidates=k if hybrid else None,
-        text_match="any" if hybrid else None)
+        rrf_k=fusion.rrf_k if hybrid else None,
+        text_candidates=max(k, fusion.text_candidates) if hybrid else None,
+        text_match="any" if hybrid else None,
+        dense_candidates=max(k, fusion.dense_candidates) if hybrid else None,
+        dense_weight=fusion.dense_weight if hybrid else None,
+        text_weight=fusion.text_weight if hybrid else None)
     timings = RetrievalTimings(
         ingest_s=round(ingest_s, 3), search_s=round(search_s, 3),
         query_ms_p50=round(median(latencies), 2) if latencies else 0.0,

@@ -45,9 +45,12 @@ class RetrievalRunConfig:
     exact_search_max_rows: int
     hnsw_ef_search: int
     ingest_workers: int
-    rrf_k: int | None = None  # hybrid only, like the two below
+    rrf_k: int | None = None  # hybrid only, like the ones below
     text_candidates: int | None = None
     text_match: str | None = None
+    dense_candidates: int | None = None
+    dense_weight: float | None = None
+    text_weight: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -63,7 +66,8 @@ class RetrievalRunConfig:
         }
         if self.mode == "hybrid":
             data |= {"rrf_k": self.rrf_k, "text_candidates": self.text_candidates,
-                     "text_match": self.text_match}
+                     "text_match": self.text_match, "dense_candidates": self.dense_candidates,
+                     "dense_weight": self.dense_weight, "text_weight": self.text_weight}
         return data
 
 

@@ -246,7 +246,9 @@ class Platform:
                          weak_score_below=self.settings.weak_score_below)
 
     def hybrid_retriever(self, **options: Any) -> HybridRetriever:
-        """Dense + full-text retrieval fused by RRF (``options`` go to the retriever)."""
+        """Dense + full-text retrieval fused by RRF under ``Settings.hybrid`` (``options``
+        go to the retriever and override it)."""
+        options.setdefault("policy", self.settings.hybrid)
         return HybridRetriever(self.embedder, self.vector_store, self.database,
                                self.query_embedding_cache, **options)
 

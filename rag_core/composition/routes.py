@@ -113,6 +113,7 @@ class QueryRoutes:
         if mode == "hybrid":
             return HybridRetriever(embedder, store, platform.database, cache,
                                    k=settings.retrieval_k,
-                                   weak_score_below=settings.weak_score_below)
+                                   weak_score_below=settings.weak_score_below,
+                                   policy=settings.hybrid)
         return Retriever(embedder, store, cache, k=settings.retrieval_k,
                          weak_score_below=settings.weak_score_below)

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag_core.config.api import ApiSettings
+from rag_core.config.hybrid import HybridPolicy
 from rag_core.config.policies import (
     BreakerPolicy,
     LLMSettings,
@@ -40,9 +41,9 @@ from rag_core.config.retrieval import PartitionPolicy
 from rag_core.config.rollout import RolloutPolicy
 from rag_core.errors import ConfigurationError
 
-__all__ = ["ApiSettings", "BreakerPolicy", "DatabasePooler", "LLMSettings", "OutageMode",
-           "OutagePolicy", "RateLimitPolicy", "Resource", "RetryPolicy", "Settings",
-           "get_settings", "resource_dir", "scifact_dir"]
+__all__ = ["ApiSettings", "BreakerPolicy", "DatabasePooler", "HybridPolicy", "LLMSettings",
+           "OutageMode", "OutagePolicy", "RateLimitPolicy", "Resource", "RetryPolicy",
+           "Settings", "get_settings", "nfcorpus_dir", "resource_dir", "scifact_dir"]
 
 # What stands between the platform and PostgreSQL: nothing (or a session-mode pooler, which
 # lends a client one server connection for its whole session), or a transaction-mode pooler.
@@ -84,6 +85,11 @@ def resource_dir(name: Resource) -> Path:
 def scifact_dir() -> Path:
     """The SciFact demo data set shipped with the platform (see its PROVENANCE.md)."""
     return resource_dir("data") / "scifact"
+
+
+def nfcorpus_dir() -> Path:
+    """The NFCorpus train and dev splits shipped with the platform (see its PROVENANCE.md)."""
+    return resource_dir("data") / "nfcorpus"
 
 
 def _default_input_roots(state_dir: Path, name: str) -> tuple[Path, ...]:
@@ -209,6 +215,8 @@ class Settings(BaseSettings):
     retrieval_mode: Literal["dense", "hybrid"] = Field(
         default="dense", description="the default retrieval (a feature flag may switch a "
                                      "cohort of tenants to the other one)")
+    # How hybrid retrieval fuses its dense and full-text rankings (RAG_HYBRID__RRF_K, ...).
+    hybrid: HybridPolicy = HybridPolicy()
     # Feature flags are read at most once per this many seconds per process: a change
     # (a rollout's next stage, a rollback) reaches every process within it.
     flag_cache_ttl_s: float = Field(default=2.0, ge=0, le=300)

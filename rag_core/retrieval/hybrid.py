@@ -1,10 +1,14 @@
 """Hybrid retrieval: dense (pgvector) and full-text (PostgreSQL tsvector) rankings fused by
-reciprocal-rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009).
+weighted reciprocal-rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009).
 
-Each list contributes ``1 / (rrf_k + rank)`` (rank 1-based) for every chunk it ranks;
+Each list contributes ``weight / (rrf_k + rank)`` (rank 1-based) for every chunk it ranks;
 a chunk's fused score is the sum over the lists, and chunks are returned by fused score
-(ties: the better dense rank, then the better text rank, then the lower chunk id).
-``rrf_k = 60`` is the constant of the paper and the usual default.
+(ties: the better dense rank, then the better text rank, then the lower chunk id). The
+constant, each list's weight and each search's depth are ``Settings.hybrid``
+(:class:`rag_core.config.HybridPolicy`, ``RAG_HYBRID__*``); a list of weight 0 is not
+searched at all. Written out rather than taken from a library: it is twenty lines, and
+ranx's fusion (a benchmark dependency, not the library's) works on id-score maps without
+the ranks' tie order the answer needs.
 
 Both searches run in tenant sessions and through functions that refuse foreign tenants
 (``rag.search_chunks``, ``rag.search_chunks_text``); the rows of the text search get the same
@@ -12,6 +16,12 @@ per-row tenant check as the vector store's. Every returned chunk carries its tru
 distance to the question (fetched for chunks that only the text search found), so
 ``RetrievedChunk.score`` keeps its meaning (cosine similarity) and the "weak" flag uses it;
 the fused scores are in ``HybridRetrieval.fused``.
+
+:meth:`HybridRetriever.candidates` and :func:`fuse` are the two halves of ``retrieve``: an
+evaluation can fetch the candidates once, deep, and fuse them under many parameters
+(``evaluations/retrieval/fusion_grid.py``); both searches return prefixes of their deeper
+results (exact or ordered by rank, then chunk id), so a cut list is what a shallower search
+would have returned.
 """
 
 from __future__ import annotations
@@ -26,13 +36,14 @@ import numpy.typing as npt
 from pgvector import Vector
 
 from rag_core.common.tenancy import TenantId, parse_tenant_id
+from rag_core.config import HybridPolicy
 from rag_core.db.pool import Database
 from rag_core.embeddings.base import Embedder
 from rag_core.retrieval.embedding_cache import QueryEmbeddingCache
 from rag_core.retrieval.retriever import Retrieval, embed_question
 from rag_core.retrieval.vector_store import RetrievedChunk, VectorStore, verify_rows_belong_to
 
-DEFAULT_RRF_K = 60
+DEFAULT_RRF_K = HybridPolicy().rrf_k
 TextMatch = Literal["any", "all", "websearch"]
 
 _TEXT_SEARCH = """
@@ -77,65 +88,131 @@ class HybridRetrieval(Retrieval):
     text_count: int = 0
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]],
-                           rrf_k: int = DEFAULT_RRF_K) -> list[tuple[int, float]]:
-    """Fuse best-first id lists: ``score(id) = sum over lists of 1 / (rrf_k + rank)``.
+@dataclass(frozen=True)
+class Candidates:
+    """What the two searches found for one question, before fusion: the dense and text
+    rankings (chunk ids, best first) and every candidate with its cosine distance (a
+    text-only chunk without a vector of the store's model is absent from ``chunks``)."""
 
-    Returns ``(id, score)`` best first; ties go to the id with the better rank in the
-    earliest list that ranks it differently, then to the lower id. An id repeated within a
-    list counts at its first (best) position only.
+    dense: list[int]
+    text: list[int]
+    chunks: dict[int, RetrievedChunk]
+    embedding_cache_hit: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], rrf_k: int = DEFAULT_RRF_K,
+                           weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+    """Fuse best-first id lists: ``score(id) = sum over lists of weight / (rrf_k + rank)``.
+
+    ``weights`` (default: 1 each) has one entry per list; a list of weight 0 is left out
+    entirely. Returns ``(id, score)`` best first; ties go to the id with the better rank in
+    the earliest list that ranks it differently, then to the lower id. An id repeated within
+    a list counts at its first (best) position only.
     """
     if rrf_k < 0:
         raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+    weights = [1.0] * len(rankings) if weights is None else list(weights)
+    if len(weights) != len(rankings) or any(w < 0 for w in weights):
+        raise ValueError(f"need one weight >= 0 per ranking, got {weights}")
     scores: dict[int, float] = {}
     positions: dict[int, list[float]] = {}
-    for list_no, ranking in enumerate(rankings):
+    for list_no, (ranking, weight) in enumerate(zip(rankings, weights, strict=True)):
+        if weight == 0:
+            continue
         seen: set[int] = set()
         for rank, item in enumerate(ranking, start=1):
             if item in seen:
                 continue
             seen.add(item)
-            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
+            scores[item] = scores.get(item, 0.0) + weight / (rrf_k + rank)
             positions.setdefault(item, [float("inf")] * len(rankings))[list_no] = rank
     return sorted(scores.items(), key=lambda kv: (-kv[1], positions[kv[0]], kv[0]))
 
 
-class HybridRetriever:
-    """Dense + full-text retrieval of a tenant's chunks, fused by RRF.
+def fuse(candidates: Candidates, k: int, policy: HybridPolicy, *,
+         dense_depth: int | None = None,
+         text_depth: int | None = None) -> tuple[list[RetrievedChunk], list[FusedHit]]:
+    """The top ``k`` chunks of ``candidates`` under ``policy`` (weights, RRF constant), each
+    list first cut to its depth (default: all of it), with their fused scores and ranks."""
+    dense = candidates.dense[:dense_depth]
+    text = candidates.text[:text_depth]
+    fused = [(chunk_id, score) for chunk_id, score in reciprocal_rank_fusion(
+        [dense, text], policy.rrf_k, [policy.dense_weight, policy.text_weight])
+        if chunk_id in candidates.chunks][:k]
+    dense_rank = {c: i for i, c in enumerate(dense, start=1)}
+    text_rank = {c: i for i, c in enumerate(text, start=1)}
+    return ([candidates.chunks[chunk_id] for chunk_id, _ in fused],
+            [FusedHit(chunk_id, score, dense_rank.get(chunk_id), text_rank.get(chunk_id))
+             for chunk_id, score in fused])
 
-    ``retrieve`` has the shape of ``Retriever.retrieve``. Each search fetches
-    ``max(k, candidates)`` chunks before fusion.
+
+class HybridRetriever:
+    """Dense + full-text retrieval of a tenant's chunks, fused by weighted RRF.
+
+    ``retrieve`` has the shape of ``Retriever.retrieve``. The dense search fetches
+    ``max(k, policy.dense_candidates)`` chunks, the text search ``max(k,
+    policy.text_candidates)``, before fusion. ``rrf_k`` and ``candidates`` (both depths), when
+    given, override the policy's.
     """
 
     def __init__(self, embedder: Embedder, store: VectorStore, db: Database,
                  cache: QueryEmbeddingCache | None = None, *, k: int = 5,
-                 weak_score_below: float = 0.3, rrf_k: int = DEFAULT_RRF_K,
-                 candidates: int = 100, text_match: TextMatch = "any") -> None:
-        if rrf_k < 0:
-            raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+                 weak_score_below: float = 0.3, policy: HybridPolicy | None = None,
+                 rrf_k: int | None = None, candidates: int | None = None,
+                 text_match: TextMatch = "any") -> None:
+        overrides: dict[str, int] = {}
+        if rrf_k is not None:
+            if rrf_k < 0:
+                raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+            overrides["rrf_k"] = rrf_k
+        if candidates is not None:
+            overrides |= {"dense_candidates": candidates, "text_candidates": candidates}
+        base = policy or HybridPolicy()
+        self.policy = HybridPolicy(**(base.model_dump() | overrides)) if overrides else base
         self.embedder = embedder
         self.store = store
         self.db = db
         self.cache = cache
         self.k = k
         self.weak_score_below = weak_score_below
-        self.rrf_k = rrf_k
-        self.candidates = candidates
         self.text_match: TextMatch = text_match
+
+    @property
+    def rrf_k(self) -> int:
+        return self.policy.rrf_k
 
     def retrieve(self, tenant_id: TenantId | str, question: str,
                  k: int | None = None) -> HybridRetrieval:
-        tenant = parse_tenant_id(tenant_id)
         k = k or self.k
-        depth = min(max(k, self.candidates), 1000)
+        started = time.perf_counter()
+        found = self.candidates(tenant_id, question, max(k, self.policy.dense_candidates),
+                                max(k, self.policy.text_candidates))
+        chunks, hits = fuse(found, k, self.policy)
+        fused_done = time.perf_counter()
+        weak = not chunks or max(c.score for c in chunks) < self.weak_score_below
+        timings = found.timings | {
+            "fuse_ms": (fused_done - started) * 1000 - sum(found.timings.values())}
+        return HybridRetrieval(chunks=chunks, embedding_cache_hit=found.embedding_cache_hit,
+                               embed_ms=timings["embed_ms"],
+                               search_ms=(fused_done - started) * 1000 - timings["embed_ms"],
+                               weak=weak, timings=timings, fused=hits,
+                               dense_count=len(found.dense), text_count=len(found.text))
+
+    def candidates(self, tenant_id: TenantId | str, question: str, dense_depth: int,
+                   text_depth: int) -> Candidates:
+        """Both searches for ``question`` (a list of weight 0 is not searched), at most 1000
+        chunks each, and the cosine distance of every chunk only the text search found."""
+        tenant = parse_tenant_id(tenant_id)
         started = time.perf_counter()
         vector, hit = embed_question(self.embedder, self.cache, tenant, question)
         embedded = time.perf_counter()
-        dense = self.store.search(tenant, vector, depth)
+        dense = self.store.search(tenant, vector, min(dense_depth, 1000)) \
+            if self.policy.dense_weight > 0 else []
         dense_done = time.perf_counter()
-        text = self.text_search(tenant, question, depth)
+        text = self.text_search(tenant, question, min(text_depth, 1000)) \
+            if self.policy.text_weight > 0 else []
         text_done = time.perf_counter()
-
         by_id = {c.chunk_id: c for c in dense}
         # Chunks only the text search found get their cosine distance too. A chunk without
         # a vector for this store's model cannot be scored and is left out.
@@ -146,25 +223,10 @@ class HybridRetriever:
                 by_id[h.chunk_id] = RetrievedChunk(h.chunk_id, h.document_id, h.tenant_id,
                                                    h.ordinal, h.text, distances[h.chunk_id],
                                                    "text")
-        fused = [(chunk_id, score) for chunk_id, score in reciprocal_rank_fusion(
-            [[c.chunk_id for c in dense], [h.chunk_id for h in text]], self.rrf_k)
-            if chunk_id in by_id][:k]
-        dense_rank = {c.chunk_id: i for i, c in enumerate(dense, start=1)}
-        text_rank = {h.chunk_id: i for i, h in enumerate(text, start=1)}
-        chunks = [by_id[chunk_id] for chunk_id, _ in fused]
-        hits = [FusedHit(chunk_id, score, dense_rank.get(chunk_id), text_rank.get(chunk_id))
-                for chunk_id, score in fused]
-        fused_done = time.perf_counter()
-        weak = not chunks or max(c.score for c in chunks) < self.weak_score_below
-        timings = {"embed_ms": (embedded - started) * 1000,
-                   "dense_ms": (dense_done - embedded) * 1000,
-                   "text_ms": (text_done - dense_done) * 1000,
-                   "fuse_ms": (fused_done - text_done) * 1000}
-        return HybridRetrieval(chunks=chunks, embedding_cache_hit=hit,
-                               embed_ms=timings["embed_ms"],
-                               search_ms=(fused_done - embedded) * 1000, weak=weak,
-                               timings=timings, fused=hits, dense_count=len(dense),
-                               text_count=len(text))
+        return Candidates([c.chunk_id for c in dense], [h.chunk_id for h in text], by_id, hit,
+                          {"embed_ms": (embedded - started) * 1000,
+                           "dense_ms": (dense_done - embedded) * 1000,
+                           "text_ms": (text_done - dense_done) * 1000})
 
     def text_search(self, tenant_id: TenantId | str, question: str,
                     k: int = 10) -> list[TextHit]:

@@ -149,7 +149,8 @@ def test_retrieval_result_keeps_its_json_keys() -> None:
                                      "eval_s", "total_s"]
     assert list(data["config"]) == RUN_CONFIG_KEYS
     hybrid = _retrieval_result("hybrid").as_dict()["config"]
-    assert list(hybrid) == [*RUN_CONFIG_KEYS, "rrf_k", "text_candidates", "text_match"]
+    assert list(hybrid) == [*RUN_CONFIG_KEYS, "rrf_k", "text_candidates", "text_match",
+                            "dense_candidates", "dense_weight", "text_weight"]
     json.dumps(data)
 
 
