@@ -260,6 +260,13 @@ def _check_app_role(app: AppTarget, settings: Settings) -> Check:
 def _check_analytics_roles(conn: psycopg.Connection[tuple[Any, ...]], analytics_role: str,
                            app_role: str) -> Check:
     """The analysts' read-only role and the reporting views' owner (``rag_core.db.reporting``)."""
+    # Below migration 0013 (after `rag rollback --to-migration`, say) the schema, views and
+    # withheld columns the check names do not exist: the migrations check says what is pending.
+    row = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", [REPORTING_SCHEMA]).fetchone()
+    if row is None or not row[0]:
+        return Check("analytics role", "info",
+                     f"not checked: schema {REPORTING_SCHEMA} is missing (migration 0013 is "
+                     "not applied)")
     problems = reporting_problems(conn, analytics_role, app_role)
     if problems:
         return Check("analytics role", "fail", "; ".join(problems))

@@ -277,6 +277,10 @@ def owner_database(create_database: Callable[[str], Settings],
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
             sql.Identifier(targets.database_name), sql.Identifier(role)))
+    # what a DBA grants a managed server's admin once (README: migration 0013 hands the
+    # reporting views to rag_reporting_owner, and ALTER ... OWNER needs SET ROLE to it)
+    admin_conn.execute(sql.SQL("GRANT rag_reporting_owner, rag_analyst TO {} "
+                               "WITH INHERIT FALSE").format(sql.Identifier(role)))
     owner_url = psycopg.conninfo.make_conninfo(targets.admin_url, user=role, password=password)
     try:
         with connect(owner_url) as conn:
@@ -284,7 +288,8 @@ def owner_database(create_database: Callable[[str], Settings],
         yield owner_url, targets.app_url, role
     finally:
         with connect(targets.admin_url) as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            # CASCADE: the schemas it owns hold views of rag_reporting_owner
+            conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
         admin_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 

@@ -23,6 +23,7 @@ from rag_core.common.processes import pick_port
 from rag_core.common.tenancy import TenantId, new_tenant_id
 from rag_core.composition import Platform
 from rag_core.config import Settings
+from rag_core.db import migrations
 from rag_core.db.connection import admin_connection, resolve_targets
 from rag_core.db.feature_flags import FlagStore
 from rag_core.errors import CacheUnavailableError, ConfigurationError, UnknownFlagError
@@ -298,15 +299,18 @@ def test_downgrade_after_the_flags_with_the_doctor_verdict(
         assert first.error is None, first.as_dict()
         assert _statuses(first) == {"flags": "changed", "migrations": "changed"}
         migration = first.steps[1]
-        assert dict(migration.counts) == {"from_version": 12, "to_version": 11,
-                                          "rolled_back": 1}
-        assert [dict(i) for i in migration.items] == [{"version": 12,
-                                                      "name": "feature_flag_rollouts"}]
-        # the doctor finds 0012 pending, which is what the rollback meant: accepted
+        # every migration above 0011 goes, newest first (0012 added the rollout columns)
+        latest = max(m.version for m in migrations.discover(private.migrations_dir))
+        above = list(range(latest, 11, -1))
+        assert dict(migration.counts) == {"from_version": latest, "to_version": 11,
+                                          "rolled_back": len(above)}
+        assert [i["version"] for i in migration.items] == above
+        assert dict(migration.items[-1]) == {"version": 12, "name": "feature_flag_rollouts"}
+        # the doctor finds them pending, which is what the rollback meant: accepted
         assert first.doctor is not None
         checks = {c.name: c for c in first.doctor.report.checks}
         assert checks["migrations"].status == "fail"
-        assert "pending migrations [12]" in checks["migrations"].detail
+        assert f"pending migrations {sorted(above)}" in checks["migrations"].detail
         assert set(first.doctor.accepted) == {"migrations"}
         assert first.doctor.ok and first.ok and first.exit_code == 0
 
