@@ -87,11 +87,13 @@ class LocalPrefect:
     # --- starting --------------------------------------------------------------------------
     def start(self) -> LocalPrefect:
         """Start the server and wait until its API answers."""
-        # No scheduler: a deployment with an active schedule (the audit-spool flush) must
-        # not put runs of its own on this server's pool while the smoke measures.
+        # No scheduler and no event triggers: a deployment with an active schedule (the
+        # audit-spool flush, the rebalance) or a trigger (analytics, after every completed
+        # ingest) must not put runs of its own on this server's pool while the smoke measures.
         server = self._spawn("server", [*prefect_command(), "server", "start", "--host",
                                         "127.0.0.1", "--port", str(self.port),
-                                        "--no-scheduler", "--no-ui"])
+                                        "--no-scheduler", "--no-ui"],
+                             {"PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"})
         deadline = time.monotonic() + self.startup_timeout_s
         while not self._healthy():
             if server.poll() is not None or time.monotonic() > deadline:
