@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from evaluations.common.beir import (
+    Document,
     corpus_path,
     load_queries,
     queries_path,
@@ -151,9 +152,32 @@ def _tenants(platform: Platform, count: int, docs: int, work_dir: Path,
     return tenants
 
 
-def _one_rollout(platform: Platform, traffic: _Traffic, name: str, variant: dict[str, str],
+def _first_stage_reached(platform: Platform, flags: list[Flag], tenants: list[TenantId],
+                         work_dir: Path, records: list[Document], note: Note) -> None:
+    """Add tenants until every flag's first stage reaches at least one of them.
+
+    A stage reaches the tenants whose bucket (a keyed hash) is below its percentage: at 5 %
+    of 40 tenants none at all one time in eight, and the stage would hold on no traffic
+    until the rollout paused. A real rollout waits for a person then; the demo instead adds
+    a tenant (with the same abstracts) that falls into the empty cohort, so it shows both
+    outcomes on every run. A tenant that falls into no empty cohort is deleted at once."""
+    for flag in flags:
+        first = flag.stages[0]
+        while not any(flag.bucket(t) < first for t in tenants):
+            with platform.admin_connection() as conn:
+                tenant = tenant_admin.create_tenant(conn, display_name="rollout demo")
+                if flag.bucket(tenant) >= first:
+                    tenant_admin.delete_tenant(conn, tenant)
+                    continue
+            source = write_jsonl(work_dir / f"t{len(tenants)}.jsonl", records)
+            platform.ingestion.run(tenant, source, workers=1, resume=False)
+            tenants.append(tenant)
+            note(f"added a tenant so that {flag.name}'s {first} % stage reaches one")
+
+
+def _one_rollout(platform: Platform, traffic: _Traffic, name: str,
                  policy: RolloutPolicy, note: Note) -> dict[str, Any]:
-    platform.flags.create(name, variant, description="rollout demo", stages=policy.stages)
+    variant = dict(platform.flags.get(name).variant)
     rollouts = platform.rollouts(policy, actor="rag rollout demo")
     traffic.follow(name)
     steps = rollouts.steps(name)
@@ -188,14 +212,20 @@ def run_rollout_demo(settings: Settings, config: DemoConfig | None = None, *,
     with FakeGroqServer(default=_faulty_v2) as fake, \
             Platform(_demo_settings(settings, fake.base_url, run)) as platform, \
             tempfile.TemporaryDirectory(prefix="rag-rollout-demo-") as folder:
+        flags = [platform.flags.create(name, variant, description="rollout demo",
+                                       stages=config.policy.stages)
+                 for name, variant in ((f"demo-hybrid-{run}", {"retrieval_mode": "hybrid"}),
+                                       (f"demo-prompt-v2-{run}",
+                                        {"prompt_version": "batch-qa-v2"}))]
         tenants = _tenants(platform, config.tenants, config.docs_per_tenant, Path(folder),
                            note)
         try:
+            _first_stage_reached(platform, flags, tenants, Path(folder),
+                                 read_documents(corpus_path(scifact_dir()),
+                                                config.docs_per_tenant), note)
             with _Traffic(platform, tenants, questions).running() as traffic:
-                healthy = _one_rollout(platform, traffic, f"demo-hybrid-{run}",
-                                       {"retrieval_mode": "hybrid"}, config.policy, note)
-                faulty = _one_rollout(platform, traffic, f"demo-prompt-v2-{run}",
-                                      {"prompt_version": "batch-qa-v2"}, config.policy, note)
+                healthy = _one_rollout(platform, traffic, flags[0].name, config.policy, note)
+                faulty = _one_rollout(platform, traffic, flags[1].name, config.policy, note)
             asked = traffic.asked
         finally:
             with platform.admin_connection() as conn:
@@ -205,6 +235,6 @@ def run_rollout_demo(settings: Settings, config: DemoConfig | None = None, *,
                 for tenant in tenants:
                     platform.tenant_keys.purge(tenant)
         llm_calls = fake.request_count
-    return {"healthy": healthy, "faulty": faulty, "tenants": config.tenants,
+    return {"healthy": healthy, "faulty": faulty, "tenants": len(tenants),
             "questions_asked": asked, "llm_calls": llm_calls,
             "elapsed_s": round(time.perf_counter() - started, 1)}
