@@ -1,6 +1,6 @@
 """The folder the ``evaluations`` package was loaded from.
 
-A source checkout is where reports go by default, whose git commit a report records, and
+A source checkout is the folder whose git commit a report records, and
 what a benchmark's child process needs on its ``PYTHONPATH`` to import ``evaluations`` when
 the package is not installed. Data sets are *not* found here: they come from
 :func:`rag_core.config.scifact_dir` / ``resource_dir("data")``, which also work installed.
@@ -12,11 +12,6 @@ from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 """The folder holding the ``evaluations`` package (the repository, in a checkout)."""
-
-
-def in_checkout() -> bool:
-    """True when running from a source checkout rather than an installed package."""
-    return (SOURCE_ROOT / "pyproject.toml").is_file()
 
 
 def relative(path: Path | str) -> str:

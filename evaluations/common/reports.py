@@ -2,8 +2,8 @@
 ``results.json`` and any plots, plus the facts of the machine that produced them (CPU, cores,
 memory, versions, git commit) and the exact command, so every number can be reproduced.
 
-``<reports>`` is ``Settings.reports_dir`` (``RAG_REPORTS_DIR``); unset, the checkout's
-``reports/`` folder, or ``<state_dir>/reports`` when the package is installed.
+``<reports>`` is :func:`rag_core.config.reports_root`: ``RAG_REPORTS_DIR``; unset, the
+checkout's ``reports/`` folder, or ``<state_dir>/reports`` when the package is installed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any
 
 import psutil
 
-from evaluations.common.paths import SOURCE_ROOT, in_checkout
+from evaluations.common.paths import SOURCE_ROOT
 from rag_core.config import Settings, get_settings
+from rag_core.config import reports_root as settings_reports_root
 
 _PACKAGES = ("torch", "onnxruntime", "fastembed", "sentence-transformers", "psycopg",
              "pgvector", "prefect", "numpy", "ranx")
@@ -30,10 +31,7 @@ _PACKAGES = ("torch", "onnxruntime", "fastembed", "sentence-transformers", "psyc
 
 def reports_root(settings: Settings | None = None) -> Path:
     """Where reports go for ``settings`` (default: this process's settings)."""
-    settings = settings or get_settings()
-    if settings.reports_dir is not None:
-        return settings.reports_dir
-    return SOURCE_ROOT / "reports" if in_checkout() else settings.state_dir / "reports"
+    return settings_reports_root(settings or get_settings())
 
 
 def git_commit() -> str | None:

@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rag_core.config import Settings, resource_dir
+from rag_core.config import Settings, reports_root
 
 __all__ = ["DOCS_FILES", "docs_dir", "generate_docs", "is_docs_generate"]
 
@@ -32,12 +32,7 @@ def is_docs_generate(args: Sequence[str]) -> bool:
 
 def docs_dir(settings: Settings) -> Path:
     """Where the generated docs are copied: ``<reports>/dbt-docs``."""
-    if settings.reports_dir is not None:
-        return settings.reports_dir / "dbt-docs"
-    checkout = resource_dir("dbt").parent
-    reports = checkout / "reports" if (checkout / "pyproject.toml").is_file() \
-        else settings.state_dir / "reports"
-    return reports / "dbt-docs"
+    return reports_root(settings) / "dbt-docs"
 
 
 def generate_docs(settings: Settings, args: Sequence[str],

@@ -43,7 +43,8 @@ from rag_core.errors import ConfigurationError
 
 __all__ = ["ApiSettings", "BreakerPolicy", "DatabasePooler", "HybridPolicy", "LLMSettings",
            "OutageMode", "OutagePolicy", "RateLimitPolicy", "Resource", "RetryPolicy",
-           "Settings", "get_settings", "nfcorpus_dir", "resource_dir", "scifact_dir"]
+           "Settings", "get_settings", "nfcorpus_dir", "reports_root", "resource_dir",
+           "scifact_dir"]
 
 # What stands between the platform and PostgreSQL: nothing (or a session-mode pooler, which
 # lends a client one server connection for its whole session), or a transaction-mode pooler.
@@ -80,6 +81,17 @@ def resource_dir(name: Resource) -> Path:
     raise ConfigurationError("resource", name,
                              f"not found in {_BUNDLED_DIR} or {_CHECKOUT_DIR}; reinstall the "
                              "package (its build copies sql/, dbt/ and data/ into it)")
+
+
+def reports_root(settings: Settings) -> Path:
+    """Where reports go (benchmarks, GX data docs, dbt docs): ``RAG_REPORTS_DIR``, else the
+    checkout's ``reports/`` folder, else, installed (the package folder may be read-only),
+    ``<state_dir>/reports``."""
+    if settings.reports_dir is not None:
+        return settings.reports_dir
+    if (_CHECKOUT_DIR / "pyproject.toml").is_file():
+        return _CHECKOUT_DIR / "reports"
+    return settings.state_dir / "reports"
 
 
 def scifact_dir() -> Path:

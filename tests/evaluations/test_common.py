@@ -35,8 +35,10 @@ from evaluations.retrieval.results import (
     RetrievalRunConfig,
     RetrievalTimings,
 )
+from rag_core.cli.dbt_docs import docs_dir as dbt_docs_dir
 from rag_core.config import scifact_dir
 from rag_core.errors import DatasetError
+from rag_core.ops.analytics import data_docs_dir
 from tests.conftest import make_settings
 
 
@@ -96,6 +98,9 @@ def test_reports_go_where_the_settings_say(tmp_path: Path) -> None:
     assert reports_root(make_settings(reports_dir=tmp_path)) == tmp_path
     # unset, in a checkout: the repository's reports/ folder
     assert reports_root(make_settings(reports_dir=None)) == SOURCE_ROOT / "reports"
+    # the GX data docs and the dbt docs are reports like the benchmarks'
+    assert data_docs_dir(make_settings(reports_dir=tmp_path)) == tmp_path / "gx"
+    assert dbt_docs_dir(make_settings(reports_dir=None)) == SOURCE_ROOT / "reports" / "dbt-docs"
     report = Report("unit", "A unit report", command="pytest")
     report.results = {"answer": 42}
     folder = report.write(tmp_path)

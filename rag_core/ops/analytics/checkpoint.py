@@ -36,7 +36,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rag_core.common.offline import apply_offline_environment
-from rag_core.config import DatabasePooler, Settings, resource_dir
+from rag_core.config import DatabasePooler, Settings, reports_root
 from rag_core.db.connection import pooler_options, redact_url, resolve_analytics_target
 from rag_core.errors import DatabaseUnavailableError, DataQualityError
 from rag_core.ops.analytics.report import CheckReport, ExpectationOutcome, MartOutcome
@@ -70,12 +70,7 @@ def _gx() -> Any:
 
 def data_docs_dir(settings: Settings) -> Path:
     """Where the data docs go (see the module docstring)."""
-    if settings.reports_dir is not None:
-        return settings.reports_dir / "gx"
-    checkout = resource_dir("dbt").parent
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "reports" / "gx"
-    return settings.state_dir / "reports" / "gx"
+    return reports_root(settings) / "gx"
 
 
 def sqlalchemy_url(conninfo: str) -> str:
