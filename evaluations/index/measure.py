@@ -1,6 +1,7 @@
 """How a strategy of ``rag bench index`` is measured on one tenant: recall@10 against the
 exact neighbours, per-query latency (p50/p95, wall clock and the serving backend's CPU
-time), and QPS with one and with two concurrent clients."""
+time), QPS with one and with two concurrent clients, and QPS and p95 with four concurrent
+clients (the load a few API workers put on one server)."""
 
 from __future__ import annotations
 
@@ -44,11 +45,14 @@ class CellResult:
     # latency also holds the time spent waiting for a core. Parallel workers not included.
     cpu_p50_ms: float | None = None
     cpu_p95_ms: float | None = None
+    # Four clients at once (wall clock of each query in its client; None: not measured).
+    qps_4: float | None = None
+    p95_ms_4: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("recall_at_10", "p50_ms", "p95_ms", "qps_1", "qps_2", "cpu_p50_ms",
-                    "cpu_p95_ms"):
+                    "cpu_p95_ms", "qps_4", "p95_ms_4"):
             if data[key] is not None:
                 data[key] = round(float(data[key]), 4 if key == "recall_at_10" else 3)
         return data
@@ -124,18 +128,22 @@ def explain(conn: Connection, strategy: Strategy, tenant_id: str, query: np.ndar
     return "; ".join(dict.fromkeys(found)) or "?"
 
 
-def _concurrent_qps(conns: list[Connection], strategy: Strategy, tenant_id: str,
-                    queries: np.ndarray) -> float:
-    """All ``queries`` once, split over the connections running at the same time."""
+def _concurrent(conns: list[Connection], strategy: Strategy, tenant_id: str,
+                queries: np.ndarray) -> tuple[float, list[float]]:
+    """All ``queries`` once, split over the connections running at the same time: the
+    queries per second, and each query's wall-clock seconds in its client."""
     barrier = threading.Barrier(len(conns) + 1)
     errors: list[BaseException] = []
     finished: list[float] = []
+    latencies: list[float] = []  # list.append is atomic: no lock needed
 
     def client(index: int) -> None:
         try:
             barrier.wait()
             for j in range(index, len(queries), len(conns)):
+                t0 = time.perf_counter()
                 run_query(conns[index], strategy, tenant_id, queries[j])
+                latencies.append(time.perf_counter() - t0)
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
         finally:
@@ -151,7 +159,7 @@ def _concurrent_qps(conns: list[Connection], strategy: Strategy, tenant_id: str,
         thread.join()
     if errors:
         raise errors[0]
-    return len(queries) / max(max(finished) - started, 1e-9)
+    return len(queries) / max(max(finished) - started, 1e-9), latencies
 
 
 def measure_tenant(conns: list[Connection], strategy: Strategy, dataset: Dataset,
@@ -192,22 +200,28 @@ def measure_tenant(conns: list[Connection], strategy: Strategy, dataset: Dataset
     done = len(latencies)
     if strategy.product:
         plan = "rag.search_chunks: " + "+".join(sorted(product_plans))
-    qps_2 = _concurrent_qps(conns[:2], strategy, tenant_id,
-                            queries[:max(2, min(done, concurrent_queries))])
+    qps_2, _ = _concurrent(conns[:2], strategy, tenant_id,
+                           queries[:max(2, min(done, concurrent_queries))])
+    qps_4 = p95_4 = None
+    if len(conns) >= 4:
+        qps_4, wall_4 = _concurrent(conns[:4], strategy, tenant_id,
+                                    queries[:max(4, min(done, 2 * concurrent_queries))])
+        p95_4 = float(percentiles([s * 1000.0 for s in wall_4], [95])[0])
     p50, p95 = percentiles([s * 1000.0 for s in latencies], [50, 95])
     cpu_p50 = cpu_p95 = None
     if len(cpu) == done:
         cpu_p50, cpu_p95 = percentiles([s * 1000.0 for s in cpu], [50, 95])
     return CellResult(float(np.mean(recalls)), float(p50), float(p95),
                       done / max(sum(latencies), 1e-9), qps_2, done, plan, plan_ok, foreign,
-                      short, os.getloadavg()[0], cpu_p50, cpu_p95)
+                      short, os.getloadavg()[0], cpu_p50, cpu_p95, qps_4, p95_4)
 
 
 def measure_strategy(bench: BenchDatabase, dataset: Dataset, strategy: Strategy, *,
                      budget_s: float, min_queries: int, concurrent_queries: int,
                      on_cell: Callable[[str], None] | None = None) -> dict[str, CellResult]:
-    """Every tenant, on two connections configured with the strategy's settings."""
-    conns = [bench.connect(), bench.connect()]
+    """Every tenant, on connections configured with the strategy's settings: two, or four
+    for the product's strategies (whose cells also get the four-client pass)."""
+    conns = [bench.connect() for _ in range(4 if strategy.product else 2)]
     try:
         for conn in conns:
             conn.execute("SET statement_timeout = '120s'")

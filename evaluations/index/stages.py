@@ -148,7 +148,7 @@ class IndexBenchmarkOutcome:
 
     def summary(self) -> dict[str, Any]:
         """The compact form printed by ``--json``: the table and the verdict."""
-        keys = ("recall_at_10", "p50_ms", "p95_ms", "qps_1", "qps_2")
+        keys = ("recall_at_10", "p50_ms", "p95_ms", "qps_1", "qps_2", "qps_4", "p95_ms_4")
         results = self.results.as_dict()
         return {
             "ok": True, "report": str(self.folder),

@@ -1,8 +1,8 @@
 """``rag rollout demo``: two canary rollouts on the embedded default, against the fake LLM
 server, with generated traffic through the real query path.
 
-- *healthy*: a flag that switches its cohort to hybrid retrieval. Gates pass at every
-  stage and the flag completes at 100 %.
+- *healthy*: a flag that switches its cohort to the retrieval mode that is not the default
+  (dense, while hybrid is). Gates pass at every stage and the flag completes at 100 %.
 - *faulty*: a flag that switches its cohort to prompt ``batch-qa-v2``, which the fake LLM
   answers with HTTP 500 (an injected fault, as a broken prompt or model version would be).
   The canary's error rate fails the first gate and the flag is rolled back to 0 %.
@@ -209,12 +209,13 @@ def run_rollout_demo(settings: Settings, config: DemoConfig | None = None, *,
     run = datetime.now(UTC).strftime("%Y%m%dt%H%M%S")
     started = time.perf_counter()
     questions = list(dict.fromkeys(load_queries(queries_path(scifact_dir())).values()))[:60]
+    other = "dense" if settings.retrieval_mode == "hybrid" else "hybrid"
     with FakeGroqServer(default=_faulty_v2) as fake, \
             Platform(_demo_settings(settings, fake.base_url, run)) as platform, \
             tempfile.TemporaryDirectory(prefix="rag-rollout-demo-") as folder:
         flags = [platform.flags.create(name, variant, description="rollout demo",
                                        stages=config.policy.stages)
-                 for name, variant in ((f"demo-hybrid-{run}", {"retrieval_mode": "hybrid"}),
+                 for name, variant in ((f"demo-{other}-{run}", {"retrieval_mode": other}),
                                        (f"demo-prompt-v2-{run}",
                                         {"prompt_version": "batch-qa-v2"}))]
         tenants = _tenants(platform, config.tenants, config.docs_per_tenant, Path(folder),

@@ -333,7 +333,8 @@ class Platform:
             model=s.llm.model if s.llm.configured else EXTRACTIVE_MODEL,
             prompt_version=PROMPT_VERSION,
             embedding_model=f"{embedder.model_id}@{embedder.model_version}",
-            max_question_chars=s.max_question_chars, max_batch_questions=s.max_batch_questions,
+            retrieval_mode=s.retrieval_mode, max_question_chars=s.max_question_chars,
+            max_batch_questions=s.max_batch_questions,
             redact_passages=s.redact_passages)
         # The LLM-call cap holds across every process sharing this Redis (Prefect workers
         # included), not only within one.

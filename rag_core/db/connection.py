@@ -63,12 +63,24 @@ def redact_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
-class AppTarget:
-    """The application role's connection: everything a runtime process needs."""
+class RoleTarget:
+    """One login role's connection: the application role's is everything a runtime process
+    needs; the analytics role's is what ``rag dbt`` and analysts use."""
 
     url: str
     role: str
     embedded: bool
+
+
+AppTarget = RoleTarget
+AnalyticsTarget = RoleTarget
+
+
+def _as_user(url: str, user: str, password: str) -> str:
+    """``url`` (an external server's) with its user and password swapped."""
+    params = conninfo_to_dict(url)
+    params.update(user=user, password=password)
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
 def resolve_app_target(settings: Settings) -> AppTarget:
@@ -89,20 +101,9 @@ def resolve_app_target(settings: Settings) -> AppTarget:
             "RAG_APP_DATABASE_URL", None,
             "with DATABASE_URL set, give the application role's URL, or RAG_APP_DB_PASSWORD "
             "so that `rag db upgrade` sets it on role " + settings.app_db_role)
-    params = conninfo_to_dict(settings.database_url)
-    params.update(user=settings.app_db_role,
-                  password=settings.app_db_password.get_secret_value())
-    return AppTarget(make_conninfo("", **{k: v for k, v in params.items() if v is not None}),
+    return AppTarget(_as_user(settings.database_url, settings.app_db_role,
+                              settings.app_db_password.get_secret_value()),
                      settings.app_db_role, embedded=False)
-
-
-@dataclass(frozen=True)
-class AnalyticsTarget:
-    """The analytics role's connection (``rag dbt``, analysts)."""
-
-    url: str
-    role: str
-    embedded: bool
 
 
 def analytics_role_name(settings: Settings) -> str:
@@ -131,10 +132,9 @@ def resolve_analytics_target(settings: Settings) -> AnalyticsTarget:
             "RAG_ANALYTICS_DATABASE_URL", None,
             "with an external database, give the analytics role's URL, or "
             "RAG_ANALYTICS_DB_PASSWORD so that `rag db upgrade` sets it on role " + role)
-    params = conninfo_to_dict(base)
-    params.update(user=role, password=settings.analytics_db_password.get_secret_value())
-    return AnalyticsTarget(make_conninfo("", **{k: v for k, v in params.items()
-                                                if v is not None}), role, embedded=False)
+    return AnalyticsTarget(_as_user(base, role,
+                                    settings.analytics_db_password.get_secret_value()),
+                           role, embedded=False)
 
 
 def resolve_targets(settings: Settings) -> DatabaseTargets:

@@ -79,7 +79,7 @@ class QueryConfig:
     prompt_version: str
     embedding_model: str
     rollout_cohort: str | None = None
-    retrieval_mode: str = "dense"  # or "hybrid" (rag_core.retrieval.hybrid)
+    retrieval_mode: str = "hybrid"  # or "dense"; Settings.retrieval_mode says which
     max_question_chars: int = 4000
     max_batch_questions: int = 1000
     redact_passages: bool = False  # see rag_core.query.passages

@@ -97,6 +97,11 @@ def test_report_is_well_formed(outcome: tuple[dict[str, Any], Path, Path, str]) 
             assert cell["qps_1"] > 0 and cell["qps_2"] > 0, (sid, tenant)
             assert 0 <= cell["cpu_p50_ms"] <= cell["cpu_p95_ms"], (sid, tenant)
             assert cell["foreign_rows"] == 0, (sid, tenant)
+            # four concurrent clients: the product's strategies only
+            if sid.startswith("product"):
+                assert cell["qps_4"] > 0 and cell["p95_ms_4"] > 0, (sid, tenant)
+            else:
+                assert cell["qps_4"] is None and cell["p95_ms_4"] is None, (sid, tenant)
     # exact search is the ground truth's own definition, however the text is joined
     for sid in ("exact_btree", "exact_topk_then_join", "exact_join_all_then_topk"):
         for cell in strategies[sid]["tenants"].values():
@@ -380,8 +385,10 @@ def test_a_phase_runs_alone_and_the_plan_is_the_judged_row(
     assert plan["ingest"]["own_vectors_per_s"] > 0
     cells = summary["strategies"]["product_plan"]["tenants"]
     assert all(0.0 <= c["recall_at_10"] <= 1.0 for c in cells.values())
+    assert all(c["p95_ms_4"] > 0 and c["qps_4"] > 0 for c in cells.values())
     stored = json.loads((result.folder / "results.json").read_text())
     plans = {t: c["plan"] for t, c in stored["results"]["strategies"]["product_plan"]
              ["tenants"].items()}
     assert {plans[t] for t in promoted} == {"rag.search_chunks: own_hnsw"}
-    assert "promotions and ingestion" in (result.folder / "report.md").read_text()
+    markdown = (result.folder / "report.md").read_text()
+    assert "promotions and ingestion" in markdown and "p95 ms, 4 clients" in markdown

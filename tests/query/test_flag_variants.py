@@ -80,17 +80,20 @@ def test_a_flag_switches_retrieval_and_prompt_for_its_cohort_only(
         flag_db: tuple[Settings, list[TenantId]]) -> None:
     plat, fake = platform
     canary, control = flag_db[1]
-    flag = plat.flags.create("hybrid-v2", {"retrieval_mode": "hybrid",
-                                           "prompt_version": "batch-qa-v2"},
+    # hybrid is the default retrieval: the flag switches its cohort to dense
+    flag = plat.flags.create("dense-v2", {"retrieval_mode": "dense",
+                                          "prompt_version": "batch-qa-v2"},
                              force_on=[canary], force_off=[control])
     plat.flags.transition(flag.name, state="rolling", percent=50, action="start",
                           actor="test", reason="compare")
     try:
         question = "Does vitamin D supplementation reduce fractures?"
         route = plat.query_service.route(canary)
-        assert route.config.retrieval_mode == "hybrid"
-        assert isinstance(route.retriever.retrieve(canary, question), HybridRetrieval)
-        assert plat.query_service.route(control).config.retrieval_mode == "dense"
+        assert route.config.retrieval_mode == "dense"
+        assert not isinstance(route.retriever.retrieve(canary, question), HybridRetrieval)
+        default = plat.query_service.route(control)
+        assert default.config.retrieval_mode == "hybrid"
+        assert isinstance(default.retriever.retrieve(control, question), HybridRetrieval)
 
         fake.reset_stats()
         on = plat.query_service.ask(canary, question)
@@ -104,9 +107,9 @@ def test_a_flag_switches_retrieval_and_prompt_for_its_cohort_only(
         canary_row = _audit_row(plat, canary, on.request_id)
         control_row = _audit_row(plat, control, off.request_id)
         assert (canary_row["prompt_version"], canary_row["rollout_cohort"]) == (
-            "batch-qa-v2", "hybrid-v2=canary")
+            "batch-qa-v2", "dense-v2=canary")
         assert (control_row["prompt_version"], control_row["rollout_cohort"]) == (
-            "batch-qa-v1", "hybrid-v2=control")
+            "batch-qa-v1", "dense-v2=control")
 
         # the same question again is a cache hit for each, from its own variant's entry
         again = plat.query_service.ask(canary, question)
