@@ -20,7 +20,8 @@ echo "== pytest"
 # The suite starts its own servers under .rag/test; stop them when the run is over.
 trap 'RAG_STATE_DIR=.rag/test .venv/bin/rag services stop >/dev/null 2>&1 || true' EXIT
 status=0
-.venv/bin/pytest -p no:cacheprovider "$@" || status=$?
+# --durations: every run's log ends with its slowest tests (where to look when the suite grows)
+.venv/bin/pytest -p no:cacheprovider --durations=40 "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: failing" >&2
     exit 1
