@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import redis
 
-from rag_core.db.embedded import EmbeddedPostgres
+from rag_core.db.embedded import EmbeddedPostgres, shared_buffers_mb
 from rag_core.redis.embedded import EmbeddedRedis
 from tests.conftest import REPO_ROOT
 
@@ -62,8 +62,19 @@ def test_postgres_start_twice_stop_twice_and_data_survives_restart(state_dir: Pa
             version = conn.execute(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
             assert version is not None and tuple(map(int, version[0].split("."))) >= (0, 8, 0)
+            # a quarter of this machine's memory, within 256 MB .. 4 GB
+            shown = conn.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings "
+                                 "WHERE name = 'shared_buffers'").fetchone()
+            assert shown == (shared_buffers_mb(),)
     finally:
         server.stop()
+
+
+def test_shared_buffers_are_a_quarter_of_memory_within_bounds() -> None:
+    assert shared_buffers_mb(16 * 2**30) == 4096
+    assert shared_buffers_mb(8 * 2**30) == 2048
+    assert shared_buffers_mb(512 * 2**20) == 256
+    assert shared_buffers_mb(256 * 2**30) == 4096
 
 
 def test_postgres_concurrent_starts_yield_one_server(state_dir: Path) -> None:
