@@ -59,7 +59,7 @@ def shared_buffers_mb(total_bytes: int | None = None) -> int:
     """The embedded server's shared_buffers: a quarter of the machine's memory (PostgreSQL's
     own guidance), between 256 MB and 4 GB. The HNSW graphs of promoted tenants must stay in
     it: with 256 MB, the 250,000-row tenant's 488 MB graph answered at p95 15.6 ms, with 2 GB
-    at 6.0 ms (reports/index/20261202T041813Z and 20261202T042950Z, the same run otherwise)."""
+    at 6.0 ms (reports/index/20261202T041813Z and 20261202T042950Z, two runs alike otherwise)."""
     if total_bytes is None:
         total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return max(256, min(4096, total_bytes // 4 // 2**20))
