@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pgvector import Vector
 
+from rag_core.common.telemetry import Stage, stage
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.config import HybridPolicy
 from rag_core.db.pool import Database
@@ -185,10 +186,16 @@ class HybridRetriever:
     def retrieve(self, tenant_id: TenantId | str, question: str,
                  k: int | None = None) -> HybridRetrieval:
         k = k or self.k
+        tenant = parse_tenant_id(tenant_id)
         started = time.perf_counter()
-        found = self.candidates(tenant_id, question, max(k, self.policy.dense_candidates),
-                                max(k, self.policy.text_candidates))
-        chunks, hits = fuse(found, k, self.policy)
+        vector, hit = embed_question(self.embedder, self.cache, tenant, question)
+        # The retrieve stage as dense retrieval times it: after the embedding, to the chunks.
+        with stage(Stage.RETRIEVE, k=k, mode="hybrid") as span:
+            found = self._searched(tenant, question, vector, hit, started,
+                                   max(k, self.policy.dense_candidates),
+                                   max(k, self.policy.text_candidates))
+            chunks, hits = fuse(found, k, self.policy)
+            span.set_attribute("rag.retrieve.chunks", len(chunks))
         fused_done = time.perf_counter()
         weak = not chunks or max(c.score for c in chunks) < self.weak_score_below
         timings = found.timings | {
@@ -206,6 +213,10 @@ class HybridRetriever:
         tenant = parse_tenant_id(tenant_id)
         started = time.perf_counter()
         vector, hit = embed_question(self.embedder, self.cache, tenant, question)
+        return self._searched(tenant, question, vector, hit, started, dense_depth, text_depth)
+
+    def _searched(self, tenant: TenantId, question: str, vector: npt.NDArray[np.float32],
+                  hit: bool, started: float, dense_depth: int, text_depth: int) -> Candidates:
         embedded = time.perf_counter()
         dense = self.store.search(tenant, vector, min(dense_depth, 1000)) \
             if self.policy.dense_weight > 0 else []

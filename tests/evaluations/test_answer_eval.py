@@ -103,8 +103,9 @@ def test_rag_eval_answers_offline_scores_the_claims_as_computed_by_hand(
     run = result["settings"]
     assert (run["answerer"], run["model"], run["prompt_version"]) == \
         ("extractive", "extractive-fallback", "extractive-v1")
+    # the query path's default retrieval (RAG_RETRIEVAL_MODE, hybrid)
     assert (run["retrieval_mode"], run["k"], run["queries"], run["dataset"]) == \
-        ("dense", 100, 5, "scifact-tiny")
+        ("hybrid", 100, 5, "scifact-tiny")
     assert run["embedding_model_key"] == "minilm-l6-v2"
     assert result["counts"] == {"queries": 5, "answered": 5, "errors": {}, "docs": 6,
                                 "judged_docs_not_ingested": 1}
@@ -112,7 +113,7 @@ def test_rag_eval_answers_offline_scores_the_claims_as_computed_by_hand(
     assert set(result["skipped_metrics"]) == {"faithfulness", "answer_relevancy"}
     row = _row(settings, result["run_id"])
     assert (row["benchmark"], row["dataset"], row["split"], row["mode"]) == \
-        ("answers", "scifact-tiny", "test", "dense")
+        ("answers", "scifact-tiny", "test", "hybrid")
     assert set(row["config"]) >= CONFIG_KEYS
     assert {k: row["config"][k] for k in CONFIG_KEYS} == {k: run[k] for k in CONFIG_KEYS}
     assert row["metrics"] == result["metrics"]
@@ -255,11 +256,12 @@ def test_the_evaluate_flow_records_an_answers_run(
     with Platform(rooted, database=db, embedder=embedder, start_services=False) as platform:
         monkeypatch.setattr(_resources, "_platform", platform)
         result = evaluate(EvaluateParameters(dataset=str(tiny_scifact), limit_queries=2,
-                                             mode="hybrid", judge=False))
-    assert result["settings"]["retrieval_mode"] == "hybrid"
+                                             mode="dense", judge=False))
+    # the flow's mode, not the default (hybrid)
+    assert result["settings"]["retrieval_mode"] == "dense"
     assert result["counts"]["queries"] == 2
     row = _row(settings, result["run_id"])
-    assert (row["benchmark"], row["mode"]) == ("answers", "hybrid")
+    assert (row["benchmark"], row["mode"]) == ("answers", "dense")
     assert set(row["config"]) >= CONFIG_KEYS
     assert row["metrics"] == result["metrics"]
     assert result["metrics"]["id_based_context_recall"] is not None
