@@ -13,11 +13,15 @@ Promotion, each step its own transaction, every one safe to repeat after a crash
    writer writes to the new partition, and every row in the shared one was committed before;
 3. rows move in batches, each one DELETE ... RETURNING into an INSERT in one transaction, so
    every snapshot holds each row exactly once (searches meanwhile read both partitions);
+   then both partitions are ANALYZEd: without statistics the planner took the new partition
+   for a near-empty table and searched its 250,000 rows exactly, graph or not, until
+   autovacuum got to it (``rag bench index``, reports/index/20261202T073847Z);
 4. the tenant's HNSW graph per model key is built CONCURRENTLY, with the parameters its size
    calls for (writers go on);
 5. the plan switches to ``own`` with its ef_search: searches use the graph.
 
-Demotion is the same in reverse (``demoting``, rows back, ``shared``), then the emptied
+Demotion is the same in reverse (``demoting``, rows back and the shared partition
+ANALYZEd, ``shared``), then the emptied
 partition is detached CONCURRENTLY and dropped; deleting a tenant drops its partition too.
 
 Hand-written rather than pg_partman: that extension manages time and id ranges, not a move
@@ -106,7 +110,7 @@ class MoveReport:
     rows_moved: int
     batches: int
     attach_s: float = 0.0
-    move_s: float = 0.0
+    move_s: float = 0.0  # the batches, then the ANALYZE of both partitions
     index_s: float = 0.0
     total_s: float = 0.0
 
@@ -154,6 +158,7 @@ class TenantPartitions:
         self._switch(tenant, {SHARED, "promoting"}, "promoting", params)
         moved, batches = self._move(tenant, "chunk_embeddings_shared", partition_name(tenant),
                                     tenant, progress)
+        self._analyze(partition_name(tenant), "chunk_embeddings_shared")
         move_done = time.perf_counter()
         self.build_graphs(tenant, params)
         index_done = time.perf_counter()
@@ -173,6 +178,7 @@ class TenantPartitions:
             self._switch(tenant, {"own", "demoting", "promoting"}, "demoting", None)
             moved, batches = self._move(tenant, partition_name(tenant),
                                         "chunk_embeddings_shared", SHARED, progress)
+            self._analyze("chunk_embeddings_shared")
         move_done = time.perf_counter()
         self._switch(tenant, {"demoting", SHARED}, SHARED, None)
         self.drop(tenant)
@@ -332,6 +338,12 @@ class TenantPartitions:
             batches += 1
             if progress is not None:
                 progress(moved)
+
+    def _analyze(self, *tables: str) -> None:
+        """Fresh planner statistics for the partitions a move changed (ANALYZE samples,
+        takes only SHARE UPDATE EXCLUSIVE: reads and writes go on)."""
+        for table in tables:
+            self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("rag", table)))
 
     def _require_autocommit(self) -> None:
         if not self.conn.autocommit:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import psycopg
 import pytest
+from pgvector.psycopg import register_vector
 
 from rag_core.common.metrics import CROSS_TENANT_ROWS_BLOCKED, counter_value
 from rag_core.common.tenancy import TenantId
@@ -65,6 +66,52 @@ def test_small_tenant_gets_k_results_and_only_its_own(
             assert len(results) == 10
             assert {r.tenant_id for r in results} == {small}
             assert [r.distance for r in results] == sorted(r.distance for r in results)
+
+
+def test_the_exact_plan_counts_the_tenant_s_rows_through_its_index_on_every_call(
+        create_database: Callable[[str], Settings]) -> None:
+    """A shared tenant's row count (which decides exact vs HNSW) never reads the whole shared
+    partition. 0014 ran it as a static PL/pgSQL statement, whose cached generic plan (from the
+    sixth call in a session) estimated the average tenant's rows and chose a sequential scan
+    that stops at the LIMIT: for a tenant whose rows are spread over the heap among a bigger
+    one's, every search read the partition. 0016 plans it per call. auto_explain shows each
+    nested statement's plan."""
+    settings = create_database("vsplans")  # its own: the tenants below change the others' data
+    services.upgrade_database(settings)
+    from rag_core.db import tenant_admin as tenants
+    admin_url = resolve_targets(settings).admin_url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        crowd, spread = tenants.create_tenant(conn), tenants.create_tenant(conn)
+    rng = np.random.default_rng(17)
+    centre = rng.standard_normal(384).astype(np.float32)
+    with services.open_database(settings) as db:
+        store = VectorStore(db, settings)
+        for i in range(60):  # interleaved: the spread tenant's rows on many heap pages
+            store.add_document(crowd, f"crowd://{i}", b"c", _chunks(40, rng, centre))
+            store.add_document(spread, f"spread://{i}", b"s", _chunks(5, rng, centre))
+    plans: list[str] = []
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("ANALYZE rag.chunk_embeddings_shared")
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        for statement in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                          "SET auto_explain.log_nested_statements = on",
+                          "SET auto_explain.log_level = notice",
+                          "SET client_min_messages = notice"):
+            conn.execute(statement)
+        query = rng.standard_normal(384).astype(np.float32)
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [spread])
+            for _ in range(9):
+                rows = conn.execute(
+                    "SELECT chunk_id, plan FROM rag.search_chunks(%s, %s, %s, 10, 100, 1000)",
+                    [spread, settings.embedding_model_key, query]).fetchall()
+                assert len(rows) == 10 and {r[1] for r in rows} == {"exact"}
+    counts = [p for p in plans if "SELECT count(*)" in p and "chunk_embeddings" in p]
+    assert len(counts) == 9
+    for plan in counts:
+        assert "chunk_embeddings_shared" in plan
+        assert "Seq Scan on chunk_embeddings_shared" not in plan, plan
 
 
 def test_exact_plan_matches_numpy_ground_truth(
