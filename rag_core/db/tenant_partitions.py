@@ -18,7 +18,10 @@ Promotion, each step its own transaction, every one safe to repeat after a crash
    autovacuum got to it (``rag bench index``, reports/index/20261202T073847Z);
 4. the tenant's HNSW graph per model key is built CONCURRENTLY, with the parameters its size
    calls for (writers go on);
-5. the plan switches to ``own`` with its ef_search: searches use the graph.
+5. the plan switches to ``own`` with its ef_search: searches use the graph;
+6. when the moved rows were at least ``rebuild_shared_graphs_fraction`` of the shared
+   partition, its graphs are rebuilt CONCURRENTLY (:mod:`rag_core.db.shared_graphs`: VACUUM
+   would otherwise repair them around every moved row, for an hour at 495,000 rows).
 
 Demotion is the same in reverse (``demoting``, rows back and the shared partition
 ANALYZEd, ``shared``), then the emptied
@@ -41,6 +44,7 @@ from psycopg import sql
 
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.config.retrieval import PartitionPolicy
+from rag_core.db.shared_graphs import rebuild_shared_graphs
 from rag_core.errors.storage import DatabaseError, PartitionBusyError
 from rag_core.errors.tenancy import UnknownTenantError
 
@@ -113,12 +117,14 @@ class MoveReport:
     move_s: float = 0.0  # the batches, then the ANALYZE of both partitions
     index_s: float = 0.0
     total_s: float = 0.0
+    rebuild_s: float = 0.0  # the shared partition's graphs rebuilt (0: not needed)
 
     def as_dict(self) -> dict[str, Any]:
         return {"tenant_id": self.tenant_id, "direction": self.direction,
                 "rows_moved": self.rows_moved, "batches": self.batches,
                 "attach_s": round(self.attach_s, 3), "move_s": round(self.move_s, 3),
-                "index_s": round(self.index_s, 3), "total_s": round(self.total_s, 3)}
+                "index_s": round(self.index_s, 3), "total_s": round(self.total_s, 3),
+                "rebuild_s": round(self.rebuild_s, 3)}
 
 
 def graph_params_for(conn: Connection, rows: int) -> GraphParams:
@@ -163,9 +169,15 @@ class TenantPartitions:
         self.build_graphs(tenant, params)
         index_done = time.perf_counter()
         self._switch(tenant, {"promoting", "own"}, "own", params)
+        rebuild_s = 0.0
+        if moved and moved >= self.policy.rebuild_shared_graphs_fraction * (
+                moved + self._shared_rows()):
+            rebuild_started = time.perf_counter()
+            rebuild_shared_graphs(self.conn, self.policy.index_build_memory)
+            rebuild_s = time.perf_counter() - rebuild_started
         return MoveReport(tenant, "promote", moved, batches, attached - started,
                           move_done - attached, index_done - move_done,
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, rebuild_s)
 
     def demote(self, tenant_id: TenantId | str,
                progress: Callable[[int], None] | None = None) -> MoveReport:
@@ -344,6 +356,12 @@ class TenantPartitions:
         takes only SHARE UPDATE EXCLUSIVE: reads and writes go on)."""
         for table in tables:
             self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("rag", table)))
+
+    def _shared_rows(self) -> float:
+        """The shared partition's rows as its last ANALYZE counted them."""
+        row = self.conn.execute("SELECT greatest(reltuples, 0) FROM pg_class "
+                                "WHERE oid = 'rag.chunk_embeddings_shared'::regclass").fetchone()
+        return float(row[0]) if row is not None else 0.0
 
     def _require_autocommit(self) -> None:
         if not self.conn.autocommit:

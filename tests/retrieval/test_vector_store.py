@@ -68,14 +68,13 @@ def test_small_tenant_gets_k_results_and_only_its_own(
             assert [r.distance for r in results] == sorted(r.distance for r in results)
 
 
-def test_the_exact_plan_counts_the_tenant_s_rows_through_its_index_on_every_call(
+def test_the_exact_plan_reads_the_tenant_s_rows_once_in_tenant_order_on_every_call(
         create_database: Callable[[str], Settings]) -> None:
-    """A shared tenant's row count (which decides exact vs HNSW) never reads the whole shared
-    partition. 0014 ran it as a static PL/pgSQL statement, whose cached generic plan (from the
-    sixth call in a session) estimated the average tenant's rows and chose a sequential scan
-    that stops at the LIMIT: for a tenant whose rows are spread over the heap among a bigger
-    one's, every search read the partition. 0016 plans it per call. auto_explain shows each
-    nested statement's plan."""
+    """A shared tenant's exact search reads its rows once, from the covering b-tree (its
+    vectors together, in tenant order), never the whole shared partition. 0014's row count
+    was a static PL/pgSQL statement whose cached generic plan (from the sixth call in a
+    session) chose a sequential scan; 0016's count, planned per call, still read every
+    row's heap page; 0017 has no separate count. auto_explain shows each nested statement."""
     settings = create_database("vsplans")  # its own: the tenants below change the others' data
     services.upgrade_database(settings)
     from rag_core.db import tenant_admin as tenants
@@ -92,7 +91,7 @@ def test_the_exact_plan_counts_the_tenant_s_rows_through_its_index_on_every_call
     plans: list[str] = []
     with psycopg.connect(admin_url, autocommit=True) as conn:
         register_vector(conn)
-        conn.execute("ANALYZE rag.chunk_embeddings_shared")
+        conn.execute("VACUUM ANALYZE rag.chunk_embeddings_shared")  # index-only: all-visible
         conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
         for statement in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
                           "SET auto_explain.log_nested_statements = on",
@@ -107,11 +106,57 @@ def test_the_exact_plan_counts_the_tenant_s_rows_through_its_index_on_every_call
                     "SELECT chunk_id, plan FROM rag.search_chunks(%s, %s, %s, 10, 100, 1000)",
                     [spread, settings.embedding_model_key, query]).fetchall()
                 assert len(rows) == 10 and {r[1] for r in rows} == {"exact"}
-    counts = [p for p in plans if "SELECT count(*)" in p and "chunk_embeddings" in p]
-    assert len(counts) == 9
-    for plan in counts:
-        assert "chunk_embeddings_shared" in plan
-        assert "Seq Scan on chunk_embeddings_shared" not in plan, plan
+    reads = [p for p in plans if "chunk_embeddings" in p and "search_chunks(" not in p]
+    assert len(reads) == 9, reads  # one statement per call reads the vectors
+    for plan in reads:
+        assert "Index Only Scan using ces_exact_" in plan, plan
+        assert "Seq Scan" not in plan, plan
+
+
+def test_a_model_too_wide_for_the_covering_index_is_searched_from_the_heap(
+        create_database: Callable[[str], Settings]) -> None:
+    """A b-tree entry holds at most 2,704 bytes: a 768-dimension model gets no covering
+    index, and its exact search still returns the nearest rows."""
+    settings = create_database("vswide")
+    services.upgrade_database(settings)
+    from rag_core.db import tenant_admin as tenants
+    admin_url = resolve_targets(settings).admin_url
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((30, 768)).astype(np.float32)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("SELECT rag.register_embedding_model('wide-768', 'test/wide', 768)")
+        indexes = {str(r[0]) for r in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index "
+            "WHERE indrelid = 'rag.chunk_embeddings_shared'::regclass").fetchall()}
+        narrow = conn.execute("SELECT rag.shared_exact_index_name(%s)",
+                              [settings.embedding_model_key]).fetchone()
+        wide = conn.execute("SELECT rag.shared_exact_index_name('wide-768')").fetchone()
+        assert narrow is not None and wide is not None
+        assert f"rag.{narrow[0]}" in indexes and f"rag.{wide[0]}" not in indexes
+        tenant = tenants.create_tenant(conn)
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+            document = conn.execute(
+                "INSERT INTO rag.documents (tenant_id, source_uri, content_hash) "
+                "VALUES (%s, 'wide://0', '\\x00') RETURNING document_id", [tenant]).fetchone()
+            assert document is not None
+            for i, vector in enumerate(vectors):
+                chunk = conn.execute(
+                    "INSERT INTO rag.chunks (tenant_id, document_id, ordinal, text, "
+                    "token_count, content_hash) VALUES (%s, %s, %s, %s, 1, %s) "
+                    "RETURNING chunk_id", [tenant, document[0], i, f"wide {i}",
+                                           bytes([i])]).fetchone()
+                assert chunk is not None
+                conn.execute("INSERT INTO rag.chunk_embeddings (chunk_id, model_key, "
+                             "tenant_id, embedding) VALUES (%s, 'wide-768', %s, %s)",
+                             [chunk[0], tenant, vector])
+            query = rng.standard_normal(768).astype(np.float32)
+            rows = conn.execute("SELECT ordinal, plan FROM rag.search_chunks(%s, 'wide-768', "
+                                "%s, 5)", [tenant, query]).fetchall()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = list(np.argsort(-(unit @ (query / np.linalg.norm(query))))[:5])
+    assert [r[0] for r in rows] == expected and {r[1] for r in rows} == {"exact"}
 
 
 def test_exact_plan_matches_numpy_ground_truth(

@@ -1,0 +1,65 @@
+"""Rebuilding the shared partition's HNSW graphs after many of its rows moved out.
+
+A promotion deletes the tenant's rows from the shared partition. pgvector's VACUUM of an
+HNSW index repairs the graph around every deleted element (it searches new neighbours for
+each node that pointed at one), so its cost grows with the rows removed: after 495,000 of
+500,000 rows moved to their own partitions, ``VACUUM`` of the shared partition took 3,445 s
+(``rag bench index --phase plan``, reports/index/20261202T093316Z), and autovacuum does the
+same work in the background, throttled, while searches run. A graph rebuilt from the rows
+that are left holds no deleted element: on a 100,000-row copy with 95,000 rows moved out,
+``REINDEX INDEX CONCURRENTLY`` took 7.0 s and the VACUUM after it 2.1 s; the VACUUM alone, on
+a copy of that database, was still repairing the graph when stopped after 17 min 48 s.
+
+``REINDEX ... CONCURRENTLY`` builds the new graph next to the old one (searches keep using
+the old one, writes go on) and swaps them; it needs an autocommit connection. An interrupted
+rebuild leaves an invalid ``<name>_ccnew`` index (or ``_ccold``), dropped on the next run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+__all__ = ["rebuild_shared_graphs", "shared_graphs"]
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+_GRAPHS = """
+SELECT c.relname, i.indisvalid
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+ WHERE i.indrelid = 'rag.chunk_embeddings_shared'::regclass AND a.amname = 'hnsw'
+ ORDER BY c.relname
+"""
+
+
+def _leftover(name: str) -> bool:
+    return "_ccnew" in name or "_ccold" in name
+
+
+def shared_graphs(conn: Connection) -> list[str]:
+    """The valid HNSW indexes of the shared partition (one per registered model key)."""
+    return [str(name) for name, valid in conn.execute(_GRAPHS).fetchall()
+            if valid and not _leftover(str(name))]
+
+
+def rebuild_shared_graphs(conn: Connection, memory: str) -> list[str]:
+    """Rebuild every HNSW graph of the shared partition CONCURRENTLY (``memory``: the
+    build's maintenance_work_mem); returns the names rebuilt."""
+    if not conn.autocommit:
+        raise ValueError("rebuilding a graph needs an autocommit connection "
+                         "(REINDEX CONCURRENTLY)")
+    for name, valid in conn.execute(_GRAPHS).fetchall():
+        if not valid and _leftover(str(name)):  # an interrupted rebuild's half
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                sql.Identifier("rag", str(name))))
+    names = shared_graphs(conn)
+    conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(memory)))
+    try:
+        for name in names:
+            conn.execute(sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(
+                sql.Identifier("rag", name)))
+    finally:
+        conn.execute("RESET maintenance_work_mem")
+    return names
