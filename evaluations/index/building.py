@@ -10,7 +10,14 @@ from psycopg import sql
 
 from evaluations.index.config import IndexBenchConfig
 from evaluations.index.context import BenchContext, ProgressSink, StrategyResult
-from evaluations.index.database import build_session, drop_index, index_mb, index_options, timed
+from evaluations.index.database import (
+    build_session,
+    create_shared_exact,
+    drop_index,
+    index_mb,
+    index_options,
+    timed,
+)
 from evaluations.index.measure import measure_strategy
 from evaluations.index.strategies import Strategy
 
@@ -98,6 +105,7 @@ def restore_for_keep(context: BenchContext) -> str:
     with bench.connect() as conn:
         conn.execute("CREATE INDEX IF NOT EXISTS chunk_embeddings_tenant_model "
                      "ON rag.chunk_embeddings (tenant_id, model_key)")
+        create_shared_exact(conn, bench.model_key)
         rows = conn.execute("SELECT schemaname || '.' || indexname FROM pg_indexes "
                             "WHERE schemaname IN ('rag', 'bench') AND (tablename = "
                             "'chunk_embeddings' OR tablename LIKE 'items_part%%') "

@@ -166,6 +166,8 @@ def apply_product_schema(bench: BenchDatabase, migrations_dir: Path) -> tuple[li
         conn.execute(sql.SQL("DROP INDEX IF EXISTS rag.{}").format(
             sql.Identifier(bench.product_index)))
         conn.execute("DROP INDEX IF EXISTS rag.chunk_embeddings_tenant_model")
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS rag.{}").format(
+            sql.Identifier(shared_exact_index(conn, bench.model_key))))
         dropped = [str(r[0]) for r in conn.execute(
             "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = "
             "'rag.chunks'::regclass AND NOT indisprimary AND NOT indisunique").fetchall()]
@@ -179,6 +181,24 @@ def apply_product_schema(bench: BenchDatabase, migrations_dir: Path) -> tuple[li
     return applied, dropped
 
 
+def shared_exact_index(conn: Connection, model_key: str) -> str:
+    """The name of the shared partition's covering b-tree for ``model_key`` (migration 0017:
+    the exact plan reads a tenant's vectors from it, in tenant order)."""
+    row = conn.execute("SELECT rag.shared_exact_index_name(%s)", [model_key]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def create_shared_exact(conn: Connection, model_key: str) -> str:
+    """Build that covering b-tree (as rag.register_embedding_model does), unless it exists."""
+    name = shared_exact_index(conn, model_key)
+    conn.execute(sql.SQL(
+        "CREATE INDEX IF NOT EXISTS {} ON rag.chunk_embeddings_shared (tenant_id) "
+        "INCLUDE (shard, chunk_id, embedding) WHERE model_key = {}").format(
+        sql.Identifier(name), sql.Literal(model_key)))
+    return name
+
+
 def _rows_in_load_order(dataset: Dataset) -> Iterator[int]:
     yield from (int(i) for i in dataset.load_order)
 
@@ -186,7 +206,8 @@ def _rows_in_load_order(dataset: Dataset) -> Iterator[int]:
 def load_product_tables(bench: BenchDatabase, dataset: Dataset,
                         on_rows: Callable[[int], None] | None = None) -> dict[str, float]:
     """Tenants, one document each, chunks and vectors (binary COPY, rows in ``load_order``);
-    then the (tenant_id, model_key) b-tree and VACUUM ANALYZE. Returns timings."""
+    then the (tenant_id, model_key) b-tree, the shared partition's covering b-tree (0017) and
+    VACUUM ANALYZE. Returns timings."""
     from rag_core.common.tenancy import new_tenant_id
 
     timings: dict[str, float] = {}
@@ -234,6 +255,9 @@ def load_product_tables(bench: BenchDatabase, dataset: Dataset,
         conn.execute("CREATE INDEX chunk_embeddings_tenant_model "
                      "ON rag.chunk_embeddings (tenant_id, model_key)")
         timings["btree_build_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        create_shared_exact(conn, bench.model_key)
+        timings["shared_exact_build_s"] = time.perf_counter() - started
         started = time.perf_counter()
         conn.execute("VACUUM (ANALYZE) rag.chunks, rag.chunk_embeddings")
         timings["vacuum_analyze_s"] = time.perf_counter() - started

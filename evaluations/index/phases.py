@@ -17,6 +17,7 @@ from evaluations.index.database import (
     index_mb,
     load_partitioned_table,
     partition_name,
+    shared_exact_index,
     vectorscale_status,
 )
 from evaluations.index.judging import best_function_config
@@ -145,11 +146,13 @@ def _planner_check(context: BenchContext) -> list[str]:
 
 
 def _phase_hnsw(context: BenchContext, sink: ProgressSink) -> list[StrategyResult]:
-    """The product's HNSW index alone (the tenant b-tree is dropped so the planner cannot
+    """The product's HNSW index alone (the tenant b-trees are dropped so the planner cannot
     swap in an exact plan): ef_search sweep x iterative scan modes."""
     build = _ensure_product_index(context)
     bench = context.require_bench()
     drop(context, "chunk_embeddings_tenant_model")
+    with bench.connect() as conn:
+        drop(context, shared_exact_index(conn, bench.model_key))
     return [measure(context, s, sink, build["build_s"], build["index_mb"])
             for s in _hnsw_strategies(context, build, bench.product_index, "hnsw",
                                       "hnsw (product index)")]

@@ -37,7 +37,12 @@ from psycopg import sql
 
 from evaluations.index.building import build_index, measure
 from evaluations.index.context import BenchContext, ProgressSink, StrategyResult
-from evaluations.index.database import BenchDatabase, Connection, index_mb
+from evaluations.index.database import (
+    BenchDatabase,
+    Connection,
+    create_shared_exact,
+    index_mb,
+)
 from evaluations.index.strategies import Strategy, product_query
 from rag_core.common.tenancy import parse_tenant_id
 from rag_core.db.pool import Database
@@ -50,14 +55,15 @@ SETTLE_LIMIT_S = 900.0
 
 
 def _ensure_btree(context: BenchContext) -> None:
-    """The shared plan finds a tenant's rows through the (tenant_id, model_key) b-tree
-    (the hnsw phase drops it)."""
-    if "chunk_embeddings_tenant_model" in context.present:
-        return
-    with context.require_bench().connect() as conn:
-        conn.execute("CREATE INDEX IF NOT EXISTS chunk_embeddings_tenant_model "
-                     "ON rag.chunk_embeddings (tenant_id, model_key)")
-    context.present.add("chunk_embeddings_tenant_model")
+    """The shared plan finds a tenant's rows through the (tenant_id, model_key) b-tree and
+    reads them from the shared partition's covering b-tree (the hnsw phase drops both)."""
+    bench = context.require_bench()
+    with bench.connect() as conn:
+        if "chunk_embeddings_tenant_model" not in context.present:
+            conn.execute("CREATE INDEX IF NOT EXISTS chunk_embeddings_tenant_model "
+                         "ON rag.chunk_embeddings (tenant_id, model_key)")
+            context.present.add("chunk_embeddings_tenant_model")
+        context.present.add(create_shared_exact(conn, bench.model_key))
 
 
 def _ingest_rate(context: BenchContext, tenant_id: str, count: int) -> float:

@@ -47,6 +47,7 @@ from evaluations.index.database import (
     create_bench_database,
     drop_bench_database,
     load_product_tables,
+    shared_exact_index,
     vectorscale_status,
 )
 from evaluations.index.phases import PHASE_RUNNERS
@@ -106,6 +107,7 @@ def prepare_database(context: BenchContext, progress: ProgressSink | None = None
     context.timings.update(load_product_tables(bench, dataset))
     context.present.add("chunk_embeddings_tenant_model")
     with bench.connect() as conn:
+        context.present.add(shared_exact_index(conn, bench.model_key))
         context.diskann = (NOT_INSTALLED if vectorscale_status(conn) is None
                            else "available")
     return context
