@@ -13,6 +13,7 @@ a copy of that database, was still repairing the graph when stopped after 17 min
 ``REINDEX ... CONCURRENTLY`` builds the new graph next to the old one (searches keep using
 the old one, writes go on) and swaps them; it needs an autocommit connection. An interrupted
 rebuild leaves an invalid ``<name>_ccnew`` index (or ``_ccold``), dropped on the next run.
+VACUUM (not FULL) takes the lock autovacuum takes: reads and writes go on.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def shared_graphs(conn: Connection) -> list[str]:
 
 def rebuild_shared_graphs(conn: Connection, memory: str) -> list[str]:
     """Rebuild every HNSW graph of the shared partition CONCURRENTLY (``memory``: the
-    build's maintenance_work_mem); returns the names rebuilt."""
+    build's maintenance_work_mem), then VACUUM the partition: cheap once the graphs hold no
+    deleted row, and the moved rows' dead versions are then gone, so the next move does
+    not count them again. Returns the names rebuilt."""
     if not conn.autocommit:
         raise ValueError("rebuilding a graph needs an autocommit connection "
                          "(REINDEX CONCURRENTLY)")
@@ -62,4 +65,5 @@ def rebuild_shared_graphs(conn: Connection, memory: str) -> list[str]:
                 sql.Identifier("rag", name)))
     finally:
         conn.execute("RESET maintenance_work_mem")
+    conn.execute("VACUUM rag.chunk_embeddings_shared")
     return names

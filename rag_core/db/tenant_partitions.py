@@ -20,8 +20,9 @@ Promotion, each step its own transaction, every one safe to repeat after a crash
    calls for (writers go on);
 5. the plan switches to ``own`` with its ef_search: searches use the graph;
 6. when the moved rows were at least ``rebuild_shared_graphs_fraction`` of the shared
-   partition, its graphs are rebuilt CONCURRENTLY (:mod:`rag_core.db.shared_graphs`: VACUUM
-   would otherwise repair them around every moved row, for an hour at 495,000 rows).
+   partition, its graphs are rebuilt CONCURRENTLY and it is VACUUMed
+   (:mod:`rag_core.db.shared_graphs`: VACUUM would otherwise repair the graphs around every
+   moved row, for an hour at 495,000 rows).
 
 Demotion is the same in reverse (``demoting``, rows back and the shared partition
 ANALYZEd, ``shared``), then the emptied
@@ -170,8 +171,8 @@ class TenantPartitions:
         index_done = time.perf_counter()
         self._switch(tenant, {"promoting", "own"}, "own", params)
         rebuild_s = 0.0
-        if moved and moved >= self.policy.rebuild_shared_graphs_fraction * (
-                moved + self._shared_rows()):
+        if moved and self._shared_removed_fraction(moved) >= (
+                self.policy.rebuild_shared_graphs_fraction):
             rebuild_started = time.perf_counter()
             rebuild_shared_graphs(self.conn, self.policy.index_build_memory)
             rebuild_s = time.perf_counter() - rebuild_started
@@ -357,11 +358,12 @@ class TenantPartitions:
         for table in tables:
             self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("rag", table)))
 
-    def _shared_rows(self) -> float:
-        """The shared partition's rows as its last ANALYZE counted them."""
+    def _shared_removed_fraction(self, moved: int) -> float:
+        """The share of the shared partition's rows (as the move's ANALYZE counted them) this
+        move took out."""
         row = self.conn.execute("SELECT greatest(reltuples, 0) FROM pg_class "
                                 "WHERE oid = 'rag.chunk_embeddings_shared'::regclass").fetchone()
-        return float(row[0]) if row is not None else 0.0
+        return moved / max(moved + (float(row[0]) if row is not None else 0.0), 1.0)
 
     def _require_autocommit(self) -> None:
         if not self.conn.autocommit:

@@ -192,6 +192,10 @@ def test_promotion_under_queries_and_ingestion_loses_and_doubles_nothing(
     leftovers = admin.execute("SELECT count(*) FROM pg_index i WHERE NOT i.indisvalid AND "
                               "i.indrelid = 'rag.chunk_embeddings_shared'::regclass").fetchone()
     assert leftovers == (0,)
+    vacuumed = admin.execute("SELECT last_vacuum >= %s FROM pg_stat_user_tables WHERE relname "
+                             "= 'chunk_embeddings_shared'", [before[0] if before else None]
+                             ).fetchone()
+    assert vacuumed == (True,)  # then VACUUMed: cheap once the graphs hold no moved row
 
 
 def test_a_promotion_that_moves_few_of_the_shared_rows_keeps_the_shared_graphs(
