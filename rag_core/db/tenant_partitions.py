@@ -16,13 +16,16 @@ Promotion, each step its own transaction, every one safe to repeat after a crash
    then both partitions are ANALYZEd: without statistics the planner took the new partition
    for a near-empty table and searched its 250,000 rows exactly, graph or not, until
    autovacuum got to it (``rag bench index``, reports/index/20261202T073847Z);
-4. the tenant's HNSW graph per model key is built CONCURRENTLY, with the parameters its size
-   calls for (writers go on);
-5. the plan switches to ``own`` with its ef_search: searches use the graph;
-6. when the moved rows were at least ``rebuild_shared_graphs_fraction`` of the shared
+4. when the moved rows were at least ``rebuild_shared_graphs_fraction`` of the shared
    partition, its graphs are rebuilt CONCURRENTLY and it is VACUUMed
    (:mod:`rag_core.db.shared_graphs`: VACUUM would otherwise repair the graphs around every
-   moved row, for an hour at 495,000 rows).
+   moved row, for an hour at 495,000 rows). This comes before the tenant's own graph: the
+   move's deletions start autovacuum on the shared partition within a minute (seen in
+   ``rag bench index``, 250,000 rows moved), and that repair would compete with the graph
+   build for the cores until the rebuild's lock cancelled it;
+5. the tenant's HNSW graph per model key is built CONCURRENTLY, with the parameters its size
+   calls for (writers go on);
+6. the plan switches to ``own`` with its ef_search: searches use the graph.
 
 Demotion is the same in reverse (``demoting``, rows back and the shared partition
 ANALYZEd, ``shared``), then the emptied
@@ -167,17 +170,17 @@ class TenantPartitions:
                                     tenant, progress)
         self._analyze(partition_name(tenant), "chunk_embeddings_shared")
         move_done = time.perf_counter()
-        self.build_graphs(tenant, params)
-        index_done = time.perf_counter()
-        self._switch(tenant, {"promoting", "own"}, "own", params)
         rebuild_s = 0.0
         if moved and self._shared_removed_fraction(moved) >= (
                 self.policy.rebuild_shared_graphs_fraction):
-            rebuild_started = time.perf_counter()
             rebuild_shared_graphs(self.conn, self.policy.index_build_memory)
-            rebuild_s = time.perf_counter() - rebuild_started
+            rebuild_s = time.perf_counter() - move_done
+        graphs_started = time.perf_counter()
+        self.build_graphs(tenant, params)
+        index_done = time.perf_counter()
+        self._switch(tenant, {"promoting", "own"}, "own", params)
         return MoveReport(tenant, "promote", moved, batches, attached - started,
-                          move_done - attached, index_done - move_done,
+                          move_done - attached, index_done - graphs_started,
                           time.perf_counter() - started, rebuild_s)
 
     def demote(self, tenant_id: TenantId | str,
