@@ -39,9 +39,11 @@ class PartitionPolicy(BaseModel):
     rebuild_shared_graphs_fraction: float = Field(
         default=0.2, gt=0, le=1,
         description="after a promotion that moved at least this fraction of the shared "
-                    "partition's rows out, its HNSW graphs are rebuilt CONCURRENTLY (vacuum "
-                    "repairs a graph around every deleted row: 3,445 s for 495,000 moved "
-                    "rows, 2026-12-02; a rebuild of what is left takes seconds)")
+                    "partition's rows out, its HNSW graphs and b-trees are rebuilt CONCURRENTLY "
+                    "(vacuum repairs a graph around every deleted row: 3,445 s for 495,000 "
+                    "moved rows, 2026-12-02; a rebuild of what is left takes seconds; a "
+                    "b-tree keeps the moved rows' pages, which turned the planner away "
+                    "from it)")
     index_build_memory: str = Field(
         default="256MB", pattern=r"^[0-9]{1,6}(kB|MB|GB)$",
         description="maintenance_work_mem of a graph build (a graph that fits builds "
