@@ -15,11 +15,11 @@ The b-trees are rebuilt too. A b-tree keeps its pages after the rows in them are
 and the covering b-tree of 0017 holds a vector per entry (about five entries per page), so
 after 495,000 of 500,000 rows moved out it still had the pages of 500,000 entries for 5,000
 live ones. The planner costs an index scan by pages per entry, found it dearer than a
-sequential scan of the (as sparse) heap, and the shared tenant's exact search read the whole
-heap: p50 29.3 ms in ``rag bench index`` (reports/index/20261202T182853Z), where the plain
-exact query over a partition of its own took 8.5 ms at p95. Rebuilt, the index has the pages
-of what is left (on a 60,000-row copy with 95 % of the rows deleted: 15,076 -> 756 pages, and
-the plan is an index-only scan again).
+sequential scan of the (as sparse) heap: most likely why the shared tenant's exact search
+took p50 29.3 ms in ``rag bench index`` (reports/index/20261202T182853Z; that database was
+dropped, so not seen there), where the plain exact query over a partition of its own took
+8.5 ms at p95. Rebuilt, the index has the pages of what is left (on a 60,000-row copy with
+95 % of the rows deleted: 15,076 -> 756 pages, and the plan is an index-only scan again).
 
 ``REINDEX ... CONCURRENTLY`` builds the new graph next to the old one (searches keep using
 the old one, writes go on) and swaps them; it needs an autocommit connection. An interrupted
@@ -42,7 +42,7 @@ _INDEXES = """
 SELECT c.relname, i.indisvalid, a.amname = 'hnsw'
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
  WHERE i.indrelid = 'rag.chunk_embeddings_shared'::regclass
- ORDER BY c.relname
+ ORDER BY a.amname <> 'hnsw', c.relname
 """
 
 
@@ -50,10 +50,14 @@ def _leftover(name: str) -> bool:
     return "_ccnew" in name or "_ccold" in name
 
 
+def _usable(rows: list[tuple[Any, ...]], graphs_only: bool) -> list[str]:
+    return [str(name) for name, valid, hnsw in rows
+            if valid and not _leftover(str(name)) and (hnsw or not graphs_only)]
+
+
 def shared_graphs(conn: Connection) -> list[str]:
     """The valid HNSW indexes of the shared partition (one per registered model key)."""
-    return [str(name) for name, valid, hnsw in conn.execute(_INDEXES).fetchall()
-            if hnsw and valid and not _leftover(str(name))]
+    return _usable(conn.execute(_INDEXES).fetchall(), graphs_only=True)
 
 
 def rebuild_shared_graphs(conn: Connection, memory: str) -> list[str]:
@@ -69,8 +73,7 @@ def rebuild_shared_graphs(conn: Connection, memory: str) -> list[str]:
         if not valid and _leftover(str(name)):  # an interrupted rebuild's half
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
                 sql.Identifier("rag", str(name))))
-    names = [str(name) for name, valid, hnsw in sorted(indexes, key=lambda row: not row[2])
-             if valid and not _leftover(str(name))]
+    names = _usable(indexes, graphs_only=False)  # the graphs first (_INDEXES' order)
     conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(memory)))
     try:
         for name in names:

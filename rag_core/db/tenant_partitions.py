@@ -17,7 +17,7 @@ Promotion, each step its own transaction, every one safe to repeat after a crash
    for a near-empty table and searched its 250,000 rows exactly, graph or not, until
    autovacuum got to it (``rag bench index``, reports/index/20261202T073847Z);
 4. when the moved rows were at least ``rebuild_shared_graphs_fraction`` of the shared
-   partition, its graphs are rebuilt CONCURRENTLY and it is VACUUMed
+   partition, its graphs and b-trees are rebuilt CONCURRENTLY and it is VACUUMed
    (:mod:`rag_core.db.shared_graphs`: VACUUM would otherwise repair the graphs around every
    moved row, for an hour at 495,000 rows). This comes before the tenant's own graph: the
    move's deletions start autovacuum on the shared partition within a minute (seen in
