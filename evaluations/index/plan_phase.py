@@ -20,8 +20,9 @@ After the promotions the shared partition is VACUUMed (timed, reported): it hold
 rows' dead versions, and autovacuum's cleanup of them would otherwise run during the
 measurement (2026-12-02, reports/index/20261202T073847Z: the 25k tenant's one-client p95
 was 19 ms while it ran, its four-client p95 right after 10 ms). A CHECKPOINT follows, then a
-bounded wait for autovacuum workers (timed, reported). The row measures the plan in its
-steady state.
+bounded wait for autovacuum workers (timed, reported), then every partition's indexes are
+loaded into shared_buffers as a promotion loads its tenant's (reported: blocks). The row
+measures the plan in its steady state.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from evaluations.index.database import (
 )
 from evaluations.index.strategies import Strategy, product_query
 from rag_core.common.tenancy import parse_tenant_id
+from rag_core.db.buffer_warmup import prewarm_indexes
 from rag_core.db.pool import Database
 from rag_core.db.tenant_partitions import TenantPartitions, graph_params_for
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
@@ -145,6 +147,21 @@ def _settle(conn: Connection, limit_s: float) -> dict[str, Any]:
             "autovacuum_still_running": waited >= limit_s}
 
 
+def _warm(conn: Connection) -> int | None:
+    """Every partition's indexes loaded into shared_buffers, as each promotion loads its
+    tenant's graphs (rag_core.db.buffer_warmup): the later promotions, the VACUUM and the
+    CHECKPOINT above passed more pages through the buffers than they hold. The blocks
+    loaded, or None without pg_prewarm."""
+    total: int | None = None
+    for (table,) in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'rag.chunk_embeddings'::regclass ORDER BY 1").fetchall():
+        blocks = prewarm_indexes(conn, str(table))
+        if blocks is not None:
+            total = (total or 0) + blocks
+    return total
+
+
 def _p95(values: list[float]) -> float | None:
     if len(values) < 2:
         return round(values[0], 2) if values else None
@@ -216,6 +233,7 @@ def phase_plan(context: BenchContext, sink: ProgressSink) -> list[StrategyResult
         conn.execute("VACUUM (ANALYZE) rag.chunk_embeddings_shared")
         vacuum_s = time.perf_counter() - started
         settle = _settle(conn, SETTLE_LIMIT_S)
+        warmed = _warm(conn)
         own = [n for (n,) in conn.execute(
             "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE c.relname LIKE 'cet\\_%%'").fetchall()]
@@ -225,6 +243,7 @@ def phase_plan(context: BenchContext, sink: ProgressSink) -> list[StrategyResult
                               "build_s": round(index_s, 2), "index_mb": size,
                               "threshold_rows": threshold, "promotions": promotions,
                               "vacuum_shared_s": round(vacuum_s, 2), **settle,
+                              "prewarmed_blocks": warmed,
                               "ingest": ingest}
     exact_max = settings.exact_search_max_rows
     params = {"ef_search": max(settings.hnsw_ef_search, 10), "exact_max_rows": exact_max,
@@ -274,8 +293,9 @@ def plan_section(builds: dict[str, dict[str, Any]]) -> str | None:
             f"CHECKPOINT ({plan.get('checkpoint_s', '-')} s) and "
             f"{plan.get('autovacuum_wait_s', '-')} s waiting for autovacuum workers to "
             f"finish (still running after the wait: "
-            f"{plan.get('autovacuum_still_running', '-')}), before the product's plan was "
-            f"measured.\n\nIngestion into {ingest['tenant']} "
+            f"{plan.get('autovacuum_still_running', '-')}); every partition's indexes were "
+            f"loaded into shared_buffers (pg_prewarm: {plan.get('prewarmed_blocks', '-')} "
+            "blocks), before the product's plan was measured.\n\nIngestion into {ingest['tenant']} "
             f"({ingest['vectors']} vectors, chunks and vectors in one transaction): "
             f"{ingest['shared_vectors_per_s']} vectors/s in the shared partition, "
             f"{'-' if own is None else own} vectors/s in its own partition.")

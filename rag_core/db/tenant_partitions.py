@@ -24,7 +24,7 @@ Promotion, each step its own transaction, every one safe to repeat after a crash
    ``rag bench index``, 250,000 rows moved), and that repair would compete with the graph
    build for the cores until the rebuild's lock cancelled it;
 5. the tenant's HNSW graph per model key is built CONCURRENTLY, with the parameters its size
-   calls for (writers go on);
+   calls for (writers go on), then loaded into shared_buffers (:mod:`rag_core.db.buffer_warmup`);
 6. the plan switches to ``own`` with its ef_search: searches use the graph.
 
 Demotion is the same in reverse (``demoting``, rows back and the shared partition
@@ -48,6 +48,7 @@ from psycopg import sql
 
 from rag_core.common.tenancy import TenantId, parse_tenant_id
 from rag_core.config.retrieval import PartitionPolicy
+from rag_core.db.buffer_warmup import prewarm_indexes
 from rag_core.db.shared_graphs import rebuild_shared_graphs
 from rag_core.errors.storage import DatabaseError, PartitionBusyError
 from rag_core.errors.tenancy import UnknownTenantError
@@ -177,6 +178,7 @@ class TenantPartitions:
             rebuild_s = time.perf_counter() - move_done
         graphs_started = time.perf_counter()
         self.build_graphs(tenant, params)
+        prewarm_indexes(self.conn, partition_name(tenant))  # before searches switch to them
         index_done = time.perf_counter()
         self._switch(tenant, {"promoting", "own"}, "own", params)
         return MoveReport(tenant, "promote", moved, batches, attached - started,

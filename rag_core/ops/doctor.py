@@ -20,6 +20,7 @@ import redis
 
 from rag_core.config import Settings
 from rag_core.db import migrations
+from rag_core.db.buffer_warmup import prewarm_available
 from rag_core.db.connection import (
     AppTarget,
     analytics_role_name,
@@ -146,6 +147,7 @@ def _check_database(conn: psycopg.Connection[tuple[Any, ...]], app: AppTarget,
 
     checks.append(_check_extension_vector(conn, database))
     checks.append(_check_vectorscale(conn, database))
+    checks.append(_check_prewarm(conn, database))
     if admin:
         checks.append(_check_migrations(conn, settings))
         checks.append(_check_tenant_plans(conn, settings))
@@ -195,6 +197,15 @@ def _check_vectorscale(conn: psycopg.Connection[tuple[Any, ...]], database: str)
                      f"vectorscale {available[0]} available, not installed in {database}")
     return Check("pgvectorscale", "info",
                  "vectorscale not available on this server (diskann benchmarks are skipped)")
+
+
+def _check_prewarm(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> Check:
+    if prewarm_available(conn):
+        return Check("pg_prewarm", "info", "pg_prewarm installed: promotions load their "
+                                           "graphs into shared_buffers")
+    return Check("pg_prewarm", "info",
+                 f"pg_prewarm not installed in {database} (migration 0018 creates it as a "
+                 "superuser): promoted graphs are read from disk until searches load them")
 
 
 def _check_migrations(conn: psycopg.Connection[tuple[Any, ...]], settings: Settings) -> Check:

@@ -34,6 +34,8 @@ def test_healthy_setup_reports_every_component_ok(settings: Settings,
         assert checks[name].status == "ok", checks[name]
     assert checks["pgvectorscale"].status == "info"
     assert "not available" in checks["pgvectorscale"].detail
+    assert checks["pg_prewarm"].status == "info"
+    assert checks["pg_prewarm"].detail.startswith("pg_prewarm installed")
 
 
 def _external(settings: Settings, database: str, redis_server: EmbeddedRedis) -> Settings:
