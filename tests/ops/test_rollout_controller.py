@@ -1,12 +1,16 @@
 """The canary controller: gates judged on the audit log's cohorts, stages advanced only on
 enough traffic, a failed gate rolled back with both cohorts' values in the flag's history,
-dry runs that move nothing, and moves refused in the wrong state."""
+dry runs that move nothing, moves refused in the wrong state, and one measurement's counts
+taken from one snapshot while traffic goes on."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -20,6 +24,7 @@ from rag_core.errors import FlagStateError
 from rag_core.ops import services
 from rag_core.ops.rollout.controller import Rollouts
 from rag_core.ops.rollout.gates import CohortStats, GateResult, evaluate_gates
+from rag_core.ops.rollout.measure import measure_cohorts
 
 POLICY = RolloutPolicy(min_requests=20, soak_s=1)
 
@@ -197,3 +202,43 @@ def test_cohorts_of_other_flags_are_not_counted(platform: Platform,
     with pytest.raises(psycopg.errors.InsufficientPrivilege), \
             platform.database.unscoped_session() as conn:
         conn.execute("UPDATE rag.feature_flags SET state = 'complete'")
+
+
+class _WritesAfterFirstRead:
+    """The admin connection, with audit rows of other processes landing right after the
+    measurement's first read (as traffic does while a stage is judged)."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]],
+                 write: Callable[[], None]) -> None:
+        self._conn, self._write, self._reads = conn, write, 0
+
+    def execute(self, query: str, params: object = None) -> object:
+        cursor = self._conn.execute(query, params)  # type: ignore[arg-type]
+        if query.lstrip().upper().startswith("WITH"):
+            self._reads += 1
+            if self._reads == 1:
+                self._write()
+        return cursor
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def test_one_measurement_counts_from_one_snapshot_while_traffic_goes_on(
+        platform: Platform, tenants: list[TenantId]) -> None:
+    name = f"snap-{uuid.uuid4().hex[:6]}"
+    since = datetime.now(UTC)
+    _traffic(platform, name, tenants[0], "canary", 10, error_code="llm_unavailable")
+
+    @contextmanager
+    def admin() -> Iterator[Any]:
+        with platform.admin_connection() as conn:
+            yield _WritesAfterFirstRead(conn, lambda: _traffic(
+                platform, name, tenants[0], "canary", 7, error_code="llm_unavailable"))
+
+    measured = measure_cohorts(admin, name, since, tokens_per_day=10_000)
+    # the 7 rows written between its reads are in neither the requests nor the errors
+    assert (measured.canary.requests, measured.canary.errors) == (10, 10)
+    assert measured.canary.error_rate == 1.0
+    assert measure_cohorts(platform.admin_connection, name, since,
+                           tokens_per_day=10_000).canary.errors == 17

@@ -15,6 +15,9 @@ The breaker gate is read from the same rows: the span between the first and the 
 question refused with ``circuit_open`` in the window, in either cohort (the breaker is
 shared by every process and both cohorts). It reads a lower bound of the time the breaker
 was open, from what the shared breaker refused, without a second source of truth.
+
+All of a measurement's reads share one REPEATABLE READ snapshot, so its counts agree with
+each other while other processes go on writing audit rows.
 """
 
 from __future__ import annotations
@@ -93,7 +96,11 @@ def measure_cohorts(admin: AdminConnector, flag: str, since: datetime, *,
     params = {"canary": f",{flag}=canary,", "control": f",{flag}=control,", "since": since,
               "leak": ErrorCode.CROSS_TENANT_BLOCKED.value,
               "open": ErrorCode.CIRCUIT_OPEN.value}
-    with admin() as conn:
+    with admin() as conn, conn.transaction():
+        # One snapshot for every read: on the autocommit connection each statement would
+        # take its own, and rows written between them (traffic goes on while a stage is
+        # judged) would count as errors without counting as requests (a rate above 1).
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         rows = conn.execute(_PER_COHORT, params).fetchall()
         codes: dict[str, dict[str, int]] = {"canary": {}, "control": {}}
         for cohort, code, count in conn.execute(_CODES, params).fetchall():
