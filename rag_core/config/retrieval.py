@@ -4,10 +4,18 @@
 A tenant whose largest model key holds at least ``own_partition_min_rows`` vectors is
 promoted to its own partition by ``rag tenant rebalance`` (and the scheduled ``rebalance``
 flow); one that shrinks below ``demote_below_rows`` goes back to the shared partition. The
-gap between the two keeps a tenant near the threshold from moving back and forth. The
-default threshold is the old exact-search limit (``exact_search_max_rows``, 10,000): below it
-an exact search of the tenant's rows stays within a few milliseconds (index benchmark of
-2026-11-25), above it the tenant's own graph is faster at recall >= 0.98.
+gap between the two keeps a tenant near the threshold from moving back and forth.
+
+The default threshold, 2,000 rows, is where the shared partition's exact search stops being
+cheap, as ``rag bench index`` measured it through ``rag.search_chunks`` once the other
+tenants had their own partitions (2 cores, AMD EPYC): a 1,000-row tenant answered at p95
+2.1 ms (reports/index/20261203T102227Z, 100,000 vectors), a 5,000-row one at p95 9.7 ms
+there and 11.6 ms at 500,000 vectors (reports/index/20261203T080441Z), over the goal of
+10 ms; the cost grows with the rows (about 2 ms per 1,000 at p95), so 2,000 rows keeps the
+shared tenants near 4 ms. A tenant's own graph answered 25,000 rows at p95 7.1 ms and
+250,000 at 7.6 ms (recall@10 >= 0.98) in the same run. A shared tenant past the threshold
+that has not been promoted yet is still searched exactly up to ``exact_search_max_rows``
+(10,000), then on the shared graph.
 """
 
 from __future__ import annotations
@@ -21,10 +29,10 @@ class PartitionPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     own_partition_min_rows: int = Field(
-        default=10_000, ge=1, description="vectors (of the tenant's largest model key) from "
+        default=2_000, ge=1, description="vectors (of the tenant's largest model key) from "
                                           "which a tenant gets its own partition and graph")
     demote_below_rows: int = Field(
-        default=5_000, ge=0, description="an own-partition tenant below this many vectors "
+        default=1_000, ge=0, description="an own-partition tenant below this many vectors "
                                          "goes back to the shared partition")
     move_batch_rows: int = Field(
         default=2_000, ge=1, le=100_000,

@@ -29,8 +29,9 @@ def test_ten_thousand_probes_leak_nothing(settings: Settings, db: Database) -> N
     assert report.rejected_ids == report.kinds["injection_id"]
     assert report.searches > 3000
     assert report.short_results == 0
-    # The 12,000-vector tenant has its own partition (default threshold 10,000).
-    assert report.promoted_sizes == [12_000]
+    # The 4,000- and 12,000-vector tenants have their own partitions (default threshold
+    # 2,000); the 10-, 100- and 1,000-vector ones stay in the shared partition.
+    assert report.promoted_sizes == [4_000, 12_000]
     assert set(report.plans) == {"exact", "hnsw_iterative", "own_hnsw"}
     assert report.refused_partition_reads == report.kinds["partition_direct"] > 0
 
