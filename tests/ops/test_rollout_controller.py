@@ -210,14 +210,13 @@ class _WritesAfterFirstRead:
 
     def __init__(self, conn: psycopg.Connection[tuple[object, ...]],
                  write: Callable[[], None]) -> None:
-        self._conn, self._write, self._reads = conn, write, 0
+        self._conn, self._write, self._written = conn, write, False
 
     def execute(self, query: str, params: object = None) -> object:
         cursor = self._conn.execute(query, params)  # type: ignore[arg-type]
-        if query.lstrip().upper().startswith("WITH"):
-            self._reads += 1
-            if self._reads == 1:
-                self._write()
+        if not self._written and query.lstrip().upper().startswith("WITH"):
+            self._written = True
+            self._write()
         return cursor
 
     def __getattr__(self, name: str) -> object:
