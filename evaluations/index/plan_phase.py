@@ -198,7 +198,7 @@ def _promote(context: BenchContext, conn: Connection, threshold: int,
             "tenant": tenant.name, "rows": report.rows_moved, **params.as_dict(),
             "attach_s": round(report.attach_s, 2), "move_s": round(report.move_s, 2),
             "index_s": round(report.index_s, 2), "rebuild_shared_s": round(report.rebuild_s, 2),
-            "total_s": round(report.total_s, 2),
+            "vacuum_s": round(report.vacuum_s, 2), "total_s": round(report.total_s, 2),
             "s_per_100k_vectors": round(per_100k, 2),
             "queries_during": len(latencies), "query_p95_ms_during": _p95(latencies),
             "failed_or_short_queries": len(errors), "errors": errors[:3]})
@@ -278,7 +278,8 @@ def plan_section(builds: dict[str, dict[str, Any]]) -> str | None:
     rows = "\n".join(
         f"| {p['tenant']} | {p['rows']:,} | m {p['m']}, ef_construction {p['ef_construction']}"
         f", ef_search {p['ef_search']} | {p['total_s']} ({p['move_s']} moving, {p['index_s']}"
-        f" graph, {p.get('rebuild_shared_s', 0)} shared graphs rebuilt) | "
+        f" graph, {p.get('rebuild_shared_s', 0)} shared graphs rebuilt, "
+        f"{p.get('vacuum_s', 0)} VACUUM) | "
         f"{p['s_per_100k_vectors']} | {p['query_p95_ms_during']} over "
         f"{p['queries_during']} | {p['failed_or_short_queries']} |" for p in plan["promotions"])
     ingest = plan["ingest"]

@@ -25,11 +25,13 @@ Promotion, each step its own transaction, every one safe to repeat after a crash
    build for the cores until the rebuild's lock cancelled it;
 5. the tenant's HNSW graph per model key is built CONCURRENTLY, with the parameters its size
    calls for (writers go on), then loaded into shared_buffers (:mod:`rag_core.db.buffer_warmup`);
-6. the plan switches to ``own`` with its ef_search: searches use the graph.
+6. the plan switches to ``own`` with its ef_search: searches use the graph;
+7. the new partition is VACUUMed (the searches use the graph meanwhile): autovacuum would
+   otherwise come for the moved rows minutes later and rewrite every page while the tenant's
+   searches run (seen in ``rag bench index --phase plan``, after its settle); ``vacuum_s``.
 
-Demotion is the same in reverse (``demoting``, rows back and the shared partition
-ANALYZEd, ``shared``), then the emptied
-partition is detached CONCURRENTLY and dropped; deleting a tenant drops its partition too.
+Demotion is the same in reverse (``demoting``, rows back, shared partition ANALYZEd, ``shared``),
+then the emptied partition is detached CONCURRENTLY and dropped, as when a tenant is deleted.
 
 Hand-written rather than pg_partman: that extension manages time and id ranges, not a move
 of one tenant's rows between partitions under live traffic, and is not installed here.
@@ -40,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -123,13 +125,11 @@ class MoveReport:
     index_s: float = 0.0
     total_s: float = 0.0
     rebuild_s: float = 0.0  # the shared partition's graphs rebuilt (0: not needed)
+    vacuum_s: float = 0.0  # the tenant's new partition VACUUMed (promotion only)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tenant_id": self.tenant_id, "direction": self.direction,
-                "rows_moved": self.rows_moved, "batches": self.batches,
-                "attach_s": round(self.attach_s, 3), "move_s": round(self.move_s, 3),
-                "index_s": round(self.index_s, 3), "total_s": round(self.total_s, 3),
-                "rebuild_s": round(self.rebuild_s, 3)}
+        return {key: round(value, 3) if isinstance(value, float) else value
+                for key, value in asdict(self).items()}
 
 
 def graph_params_for(conn: Connection, rows: int) -> GraphParams:
@@ -162,6 +162,7 @@ class TenantPartitions:
         """Give the tenant its own partition and graph (or finish an interrupted promotion).
         ``progress`` is called with the rows moved so far after each batch."""
         tenant = parse_tenant_id(tenant_id)
+        table = sql.Identifier("rag", partition_name(tenant))
         self._require_autocommit()
         started = time.perf_counter()
         self.attach(tenant)
@@ -181,9 +182,12 @@ class TenantPartitions:
         prewarm_indexes(self.conn, partition_name(tenant))  # before searches switch to them
         index_done = time.perf_counter()
         self._switch(tenant, {"promoting", "own"}, "own", params)
+        vacuum_started = time.perf_counter()  # SHARE UPDATE EXCLUSIVE: reads and writes go on
+        self.conn.execute(sql.SQL("VACUUM {}").format(table))
+        finished = time.perf_counter()
         return MoveReport(tenant, "promote", moved, batches, attached - started,
                           move_done - attached, index_done - graphs_started,
-                          time.perf_counter() - started, rebuild_s)
+                          finished - started, rebuild_s, finished - vacuum_started)
 
     def demote(self, tenant_id: TenantId | str,
                progress: Callable[[int], None] | None = None) -> MoveReport:
@@ -329,11 +333,10 @@ class TenantPartitions:
                 if row[0] not in allowed:
                     raise DatabaseError(f"tenant {tenant} has plan {row[0]!r}, not one of "
                                         f"{sorted(allowed)}: another rebalance is moving it")
-                self.conn.execute(_SET_PLAN, {
-                    "plan": plan, "tenant": tenant,
-                    "m": params.m if params else None,
-                    "efc": params.ef_construction if params else None,
-                    "ef": params.ef_search if params else None})
+                graph: dict[str, int | None] = {"m": None, "efc": None, "ef": None} if (
+                    params is None) else {"m": params.m, "efc": params.ef_construction,
+                                          "ef": params.ef_search}
+                self.conn.execute(_SET_PLAN, {"plan": plan, "tenant": tenant, **graph})
         self._retrying(tenant, f"switch to {plan}", switch)
 
     def _move(self, tenant: TenantId, source: str, target: str, shard: str,

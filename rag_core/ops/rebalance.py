@@ -9,7 +9,10 @@ A tenant's size is the vector count of its largest model key. The decisions, per
   up where it stopped (every step is repeatable);
 * ``tune``: own partition whose ef_search differs from what rag.partition_graph_params gives
   its size now (a row change, the graph stays; a graph built with other m/ef_construction is
-  reported as ``graph_params_stale`` and rebuilt by a demotion and promotion);
+  reported as ``graph_params_stale`` and rebuilt by a demotion and promotion). A stale graph
+  keeps the larger of its ef_search and the table's: a table's lower ef_search was measured
+  on the graph the table now builds (0020: ef_construction 200 at ef_search 100 reaches the
+  recall ef_construction 64 needed ef_search 200 for), not on the older one;
 * ``drop``: a partition with no tenant behind it (a deletion interrupted before its drop),
   or an empty one a shared tenant kept after an interrupted promotion below the threshold.
 
@@ -139,6 +142,8 @@ def plan_rebalance(conn: Connection, policy: PartitionPolicy) -> list[Decision]:
             decisions.append(Decision(p.tenant_id, "demote", p.rows, p.plan))
         elif p.plan == "own":
             stale = (p.m, p.ef_construction) != (params.m, params.ef_construction)
+            if stale and p.ef_search is not None and p.ef_search > params.ef_search:
+                params = GraphParams(params.m, params.ef_construction, p.ef_search)
             if p.ef_search != params.ef_search or stale:
                 decisions.append(Decision(p.tenant_id, "tune", p.rows, p.plan, params,
                                           graph_params_stale=stale))

@@ -30,6 +30,7 @@ from rag_core.db.rls_catalog import find_tenant_tables, policy_problems
 from rag_core.db.tenant_partitions import (
     GraphParams,
     TenantPartitions,
+    graph_params_for,
     partition_name,
     tenant_partitions,
 )
@@ -201,6 +202,12 @@ def test_promotion_under_queries_and_ingestion_loses_and_doubles_nothing(
                              "= 'chunk_embeddings_shared'", [before[0] if before else None]
                              ).fetchone()
     assert vacuumed == (True,)  # then VACUUMed: cheap once the graphs hold no moved row
+    # The new partition too, once searches use its graph: autovacuum does not come for the
+    # moved rows later, while the tenant's searches run.
+    own_vacuumed = admin.execute("SELECT last_vacuum >= %s FROM pg_stat_user_tables WHERE "
+                                 "relname = %s", [before[0] if before else None,
+                                                  partition_name(growing)]).fetchone()
+    assert own_vacuumed == (True,) and report.vacuum_s > 0
 
 
 def test_a_promotion_that_moves_few_of_the_shared_rows_keeps_the_shared_graphs(
@@ -213,6 +220,10 @@ def test_a_promotion_that_moves_few_of_the_shared_rows_keeps_the_shared_graphs(
     report = TenantPartitions(admin, policy).promote(tenant, PARAMS)
     assert report.rows_moved == 250 and report.rebuild_s == 0
     assert _shared_index_files(admin) == graphs
+    # VACUUMed by the promotion (nothing wrote to it since): every page all-visible
+    pages = admin.execute("SELECT relpages, relallvisible FROM pg_class WHERE oid = %s::regclass",
+                          [f"rag.{partition_name(tenant)}"]).fetchone()
+    assert pages is not None and pages[0] > 0 and pages[1] == pages[0]
 
 
 def test_every_plan_returns_k_rows_and_only_the_tenant_s(
@@ -322,6 +333,33 @@ def test_rebalance_plans_then_promotes_and_demotes(
     assert report.ok, report.failed
     assert big in tenant_partitions(admin) and small not in tenant_partitions(admin)
     assert {d.tenant_id for d in plan_rebalance(admin, POLICY)} & {big, small} == set()
+
+
+def test_a_stale_graph_keeps_the_larger_ef_search(
+        env: tuple[Settings, Database], admin: psycopg.Connection[tuple[Any, ...]]) -> None:
+    settings, db = env
+    store = VectorStore(db, settings)
+    wide, narrow = _tenant(admin, store, 210, 41), _tenant(admin, store, 210, 42)
+    # Both graphs are built with other m / ef_construction than the table's row for their
+    # size (16 / 64, ef_search 100, from 0 rows).
+    partitions = TenantPartitions(admin, POLICY)
+    partitions.promote(wide, GraphParams(m=8, ef_construction=32, ef_search=300))
+    partitions.promote(narrow, GraphParams(m=8, ef_construction=32, ef_search=40))
+    table = graph_params_for(admin, 210)
+    decisions = {d.tenant_id: d for d in plan_rebalance(admin, POLICY)}
+    assert {decisions[t].action for t in (wide, narrow)} == {"tune"}
+    assert decisions[wide].graph_params_stale and decisions[narrow].graph_params_stale
+    assert decisions[wide].params is not None and decisions[narrow].params is not None
+    # the wide search is not lowered onto a graph the table's ef_search was not measured on;
+    # the narrow one is raised to the table's
+    assert (decisions[wide].params.ef_search, decisions[narrow].params.ef_search) == (
+        300, table.ef_search)
+    assert rebalance(admin, POLICY).ok
+    with admin.transaction():
+        admin.execute("SELECT set_config('row_security', 'off', true)")
+        ef = dict(admin.execute("SELECT tenant_id, embedding_ef_search FROM rag.tenants "
+                                "WHERE tenant_id = ANY(%s)", [[wide, narrow]]).fetchall())
+    assert ef == {wide: 300, narrow: table.ef_search}
 
 
 def test_cli_rebalance_dry_run_and_run(env: tuple[Settings, Database],
