@@ -296,7 +296,8 @@ def plan_section(builds: dict[str, dict[str, Any]]) -> str | None:
             f"finish (still running after the wait: "
             f"{plan.get('autovacuum_still_running', '-')}); every partition's indexes were "
             f"loaded into shared_buffers (pg_prewarm: {plan.get('prewarmed_blocks', '-')} "
-            "blocks), before the product's plan was measured.\n\nIngestion into {ingest['tenant']} "
+            "blocks), before the product's plan was measured.\n\n"
+            f"Ingestion into {ingest['tenant']} "
             f"({ingest['vectors']} vectors, chunks and vectors in one transaction): "
             f"{ingest['shared_vectors_per_s']} vectors/s in the shared partition, "
             f"{'-' if own is None else own} vectors/s in its own partition.")

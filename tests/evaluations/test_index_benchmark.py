@@ -392,3 +392,5 @@ def test_a_phase_runs_alone_and_the_plan_is_the_judged_row(
     assert {plans[t] for t in promoted} == {"rag.search_chunks: own_hnsw"}
     markdown = (result.folder / "report.md").read_text()
     assert "promotions and ingestion" in markdown and "p95 ms, 4 clients" in markdown
+    largest = max(tenants, key=lambda t: t.rows).name
+    assert f"Ingestion into {largest} (20 vectors" in markdown  # an f-string once lacked its f
