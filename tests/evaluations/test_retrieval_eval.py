@@ -21,6 +21,7 @@ from evaluations.common.metrics import METRICS
 from evaluations.retrieval.evaluation import documents_from_chunks, run_retrieval_eval
 from rag_core.common.tenancy import TenantId
 from rag_core.config import Settings, scifact_dir
+from rag_core.config.hybrid import HybridPolicy
 from rag_core.db import tenant_admin
 from rag_core.db.connection import resolve_targets
 from rag_core.db.pool import Database
@@ -157,7 +158,8 @@ def test_hybrid_eval_on_another_split_and_a_kept_tenant_reused(
             ("hybrid", "dev", 1, 20)
         assert _tenant_exists(settings, result["tenant_id"])
         _, _, mode, _, per_query, config, _, _ = _benchmark_row(settings, result["run_id"])
-        assert mode == "hybrid" and config["rrf_k"] == 60
+        assert mode == "hybrid" and (config["rrf_k"], config["text_weight"]) == (
+            settings.hybrid.rrf_k, settings.hybrid.text_weight)
         assert set(per_query) == {"q_dev"}  # limited to the first judged query of dev
         assert all(0.0 <= result[m] <= 1.0 for m in METRICS)
 
@@ -192,12 +194,13 @@ def test_rrf_hand_checked() -> None:
     assert [score for _, score in fused] == pytest.approx([1 / 4 + 1 / 2, 1 / 2, 1 / 3, 1 / 3])
     # 20 and 40 tie at 1/3: 20 has the better rank in the first (dense) list.
 
-    # The standard constant: k = 60.
-    fused = dict(reciprocal_rank_fusion([[1, 2, 3], [3, 4, 1]]))
+    # The paper's constant, k = 60 (the product's default is 10: rag_core/config/hybrid.py).
+    fused = dict(reciprocal_rank_fusion([[1, 2, 3], [3, 4, 1]], rrf_k=60))
     assert fused[1] == pytest.approx(1 / 61 + 1 / 63)
     assert fused[3] == pytest.approx(1 / 63 + 1 / 61)
     assert fused[2] == pytest.approx(1 / 62) and fused[4] == pytest.approx(1 / 62)
-    assert [i for i, _ in reciprocal_rank_fusion([[1, 2, 3], [3, 4, 1]])] == [1, 3, 2, 4]
+    assert [i for i, _ in reciprocal_rank_fusion([[1, 2, 3], [3, 4, 1]], rrf_k=60)] == [
+        1, 3, 2, 4]
     # A repeated id counts once, at its best rank; empty lists are fine.
     assert reciprocal_rank_fusion([[5, 5, 6], []], rrf_k=0) == [(5, 1.0), (6, 1 / 3)]
     with pytest.raises(ValueError):
@@ -229,7 +232,9 @@ def test_hybrid_fuses_dense_and_text_within_the_tenant(
     _store_texts(store, embedder, mine, [*DANIO, INVENTORY])
     # The other tenant holds the same texts and more matches for the query's words.
     _store_texts(store, embedder, other, [*DANIO, INVENTORY, "zebrafish fin regrowth qwzxv"])
-    retriever = HybridRetriever(embedder, store, db, k=2, candidates=2)
+    # Equal weights and k 60 keep the arithmetic below by hand (the defaults are measured ones).
+    retriever = HybridRetriever(embedder, store, db, k=2, candidates=2,
+                                policy=HybridPolicy(rrf_k=60, text_weight=1.0))
 
     text_hits = retriever.text_search(mine, HYBRID_QUERY, 10)
     assert [h.text for h in text_hits] == [INVENTORY]
@@ -252,11 +257,13 @@ def test_hybrid_fuses_dense_and_text_within_the_tenant(
     assert text_only.score == pytest.approx(expected, abs=1e-4)
 
     # Deeper: every chunk of this tenant, none of the other's, fused scores consistent.
-    deep = HybridRetriever(embedder, store, db, k=10, candidates=10).retrieve(
-        mine, HYBRID_QUERY)
+    deep_retriever = HybridRetriever(embedder, store, db, k=10, candidates=10)  # defaults
+    deep = deep_retriever.retrieve(mine, HYBRID_QUERY)
     assert len(deep.chunks) == 4 and {c.tenant_id for c in deep.chunks} == {mine}
+    policy = deep_retriever.policy
     for hit in deep.fused:
-        expected_score = sum(1 / (60 + r) for r in (hit.dense_rank, hit.text_rank) if r)
+        expected_score = sum(weight / (policy.rrf_k + rank) for weight, rank in (
+            (policy.dense_weight, hit.dense_rank), (policy.text_weight, hit.text_rank)) if rank)
         assert hit.score == pytest.approx(expected_score)
     assert [h.score for h in deep.fused] == sorted((h.score for h in deep.fused), reverse=True)
 

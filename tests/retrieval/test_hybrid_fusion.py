@@ -56,7 +56,9 @@ def test_weighted_rrf_by_hand() -> None:
     # A list of weight 0 is left out entirely (its ids do not appear).
     alone = reciprocal_rank_fusion([[1, 2], [3, 1]], weights=[1.0, 0.0])
     assert [i for i, _ in alone] == [1, 2]
-    assert [score for _, score in alone] == pytest.approx([1 / 61, 1 / 62])
+    default_k = HybridPolicy().rrf_k  # the function's default constant is the policy's
+    assert [score for _, score in alone] == pytest.approx([1 / (default_k + 1),
+                                                           1 / (default_k + 2)])
     with pytest.raises(ValueError):
         reciprocal_rank_fusion([[1]], weights=[1.0, 1.0])
     with pytest.raises(ValueError):
