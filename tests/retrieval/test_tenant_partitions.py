@@ -36,7 +36,7 @@ from rag_core.db.tenant_partitions import (
 )
 from rag_core.ops import services
 from rag_core.ops.doctor import run_doctor
-from rag_core.ops.rebalance import plan_rebalance, rebalance
+from rag_core.ops.rebalance import plan_rebalance, read_plans, rebalance
 from rag_core.retrieval.vector_store import ChunkToStore, VectorStore
 from tests.conftest import REPO_ROOT, TEST_STATE_DIR
 
@@ -349,16 +349,13 @@ def test_a_stale_graph_keeps_the_larger_ef_search(
     decisions = {d.tenant_id: d for d in plan_rebalance(admin, POLICY)}
     assert {decisions[t].action for t in (wide, narrow)} == {"tune"}
     assert decisions[wide].graph_params_stale and decisions[narrow].graph_params_stale
-    assert decisions[wide].params is not None and decisions[narrow].params is not None
+    wide_params, narrow_params = decisions[wide].params, decisions[narrow].params
+    assert wide_params is not None and narrow_params is not None
     # the wide search is not lowered onto a graph the table's ef_search was not measured on;
     # the narrow one is raised to the table's
-    assert (decisions[wide].params.ef_search, decisions[narrow].params.ef_search) == (
-        300, table.ef_search)
+    assert (wide_params.ef_search, narrow_params.ef_search) == (300, table.ef_search)
     assert rebalance(admin, POLICY).ok
-    with admin.transaction():
-        admin.execute("SELECT set_config('row_security', 'off', true)")
-        ef = dict(admin.execute("SELECT tenant_id, embedding_ef_search FROM rag.tenants "
-                                "WHERE tenant_id = ANY(%s)", [[wide, narrow]]).fetchall())
+    ef = {p.tenant_id: p.ef_search for p in read_plans(admin) if p.tenant_id in (wide, narrow)}
     assert ef == {wide: 300, narrow: table.ef_search}
 
 
